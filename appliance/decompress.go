@@ -1,0 +1,130 @@
+package appliance
+
+import (
+	"bytes"
+	"compress/bzip2"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+// Compression is the compression of a NAR body, as named in a narinfo.
+type Compression string
+
+// The compressions a NAR body may arrive in.
+const (
+	CompressionNone  Compression = "none"
+	CompressionXZ    Compression = "xz"
+	CompressionZstd  Compression = "zstd"
+	CompressionBzip2 Compression = "bzip2"
+)
+
+// ErrCompression reports a compression cairn cannot decode.
+var ErrCompression = errors.New("unsupported compression")
+
+// ParseCompression reads a narinfo Compression value; an empty one means
+// bzip2, as it does for Nix.
+func ParseCompression(s string) (Compression, error) {
+	switch c := Compression(s); c {
+	case "":
+		return CompressionBzip2, nil
+	case CompressionNone, CompressionXZ, CompressionZstd, CompressionBzip2:
+		return c, nil
+	}
+	return "", fmt.Errorf("%w: %q", ErrCompression, s)
+}
+
+// decompress returns a reader of body's plaintext. xzPath, when not empty,
+// is the xz binary, which decodes several times faster than pure Go.
+func decompress(ctx context.Context, c Compression, body io.Reader, xzPath string) (io.ReadCloser, error) {
+	switch c {
+	case CompressionNone:
+		return io.NopCloser(body), nil
+	case CompressionBzip2:
+		return io.NopCloser(bzip2.NewReader(body)), nil
+	case CompressionZstd:
+		d, err := zstd.NewReader(body, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<31))
+		if err != nil {
+			return nil, fmt.Errorf("zstd: %w", err)
+		}
+		return d.IOReadCloser(), nil
+	case CompressionXZ:
+		if xzPath != "" {
+			return xzCommand(ctx, xzPath, body)
+		}
+		r, err := xz.NewReader(body)
+		if err != nil {
+			return nil, fmt.Errorf("xz: %w", err)
+		}
+		return io.NopCloser(r), nil
+	}
+	return nil, fmt.Errorf("%w: %q", ErrCompression, c)
+}
+
+// xzCmd is a running `xz -dc`, read through its stdout.
+type xzCmd struct {
+	cmd    *exec.Cmd
+	out    io.ReadCloser
+	stderr *bytes.Buffer
+	cancel context.CancelFunc
+}
+
+func xzCommand(ctx context.Context, path string, body io.Reader) (io.ReadCloser, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	cmd := exec.CommandContext(ctx, path, "-dc", "--single-stream")
+	cmd.Stdin = body
+	cmd.WaitDelay = 2 * time.Second
+	stderr := new(bytes.Buffer)
+	cmd.Stderr = stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("xz: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("xz: start %s: %w", path, err)
+	}
+	return &xzCmd{cmd: cmd, out: out, stderr: stderr, cancel: cancel}, nil
+}
+
+func (x *xzCmd) Read(p []byte) (int, error) {
+	n, err := x.out.Read(p)
+	if err == io.EOF {
+		// The stream ended: only a clean exit makes it a complete one.
+		if werr := x.wait(); werr != nil {
+			return n, werr
+		}
+	}
+	return n, err
+}
+
+func (x *xzCmd) wait() error {
+	err := x.cmd.Wait()
+	x.cancel()
+	if err != nil {
+		msg := strings.TrimSpace(x.stderr.String())
+		if msg == "" {
+			msg = err.Error()
+		}
+		return fmt.Errorf("xz: %s", msg)
+	}
+	return nil
+}
+
+// Close stops xz if it is still running.
+func (x *xzCmd) Close() error {
+	x.cancel()
+	x.out.Close()
+	if x.cmd.ProcessState == nil {
+		_ = x.cmd.Wait()
+	}
+	return nil
+}

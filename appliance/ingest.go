@@ -1,0 +1,413 @@
+package appliance
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"cairn/cdc"
+	"cairn/kv"
+)
+
+// Errors an ingest fails with, for callers to branch on.
+var (
+	// ErrHashMismatch: the NAR's sha256 differs from the expected NarHash.
+	ErrHashMismatch = errors.New("NarHash mismatch")
+	// ErrSizeMismatch: the NAR's length differs from the expected NarSize.
+	ErrSizeMismatch = errors.New("NarSize mismatch")
+	// ErrBadBody: the body could not be decompressed.
+	ErrBadBody = errors.New("body does not decode")
+	// ErrBadNAR: the plaintext is not a valid NAR.
+	ErrBadNAR = cdc.ErrBadNAR
+)
+
+// Want is what an ingest must match.
+type Want struct {
+	NarHash [32]byte // the expected sha256; zero means unknown, as for an upload
+	NarSize uint64   // the expected length; zero means unknown
+	Info    *NarInfo // committed with the NAR when set; its NarHash and NarSize are expected
+}
+
+// Result describes a finished ingest.
+type Result struct {
+	NarHash   [32]byte
+	NarSize   uint64
+	FileSize  uint64   // bytes of the .nar.zst stream
+	FileHash  [32]byte // sha256 of the .nar.zst stream
+	Chunks    int      // chunks in the NAR
+	NewChunks int      // chunks this ingest wrote
+	NewBytes  uint64   // frame bytes this ingest wrote
+	Existed   bool     // the NAR was already stored; the body was not read
+	Coalesced bool     // a concurrent ingest of the same NAR did the work
+}
+
+// flight is an ingest in progress, shared by every caller asking for the
+// same NarHash.
+type flight struct {
+	done chan struct{}
+	res  *Result
+	err  error
+}
+
+// FormatHash renders a NAR hash as a narinfo does: sha256:<nix32>.
+func FormatHash(h [32]byte) string { return "sha256:" + nixbase32.EncodeToString(h[:]) }
+
+// Ingest reads a NAR body in the given compression, checks it against want,
+// and stores it chunked and deduplicated, with want.Info when set. Nothing
+// is committed unless the sha256 and length match. Concurrent ingests of the
+// same NarHash are coalesced: one reads its body, the others wait for it.
+func (s *Store) Ingest(ctx context.Context, want Want, body io.Reader, comp Compression) (*Result, error) {
+	if want.Info != nil {
+		want.NarHash, want.NarSize = want.Info.NarHash, want.Info.NarSize
+	}
+	if want.NarHash == ([32]byte{}) {
+		res, err := s.ingest(ctx, want, body, comp)
+		if err != nil {
+			return nil, fmt.Errorf("ingest upload: %w", err)
+		}
+		return res, nil
+	}
+	key := FormatHash(want.NarHash)
+	for {
+		res, err := s.existing(want)
+		if err != nil || res != nil {
+			return res, err
+		}
+		s.flightMu.Lock()
+		f := s.flights[want.NarHash]
+		if f == nil {
+			f = &flight{done: make(chan struct{})}
+			s.flights[want.NarHash] = f
+			s.flightMu.Unlock()
+			f.res, f.err = s.ingest(ctx, want, body, comp)
+			s.flightMu.Lock()
+			delete(s.flights, want.NarHash)
+			s.flightMu.Unlock()
+			close(f.done)
+			if f.err != nil {
+				return nil, fmt.Errorf("ingest %s: %w", key, f.err)
+			}
+			return f.res, nil
+		}
+		s.flightMu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("ingest %s: %w", key, ctx.Err())
+		case <-f.done:
+		}
+		if f.err == nil {
+			res := *f.res
+			res.Coalesced = true
+			if want.Info != nil && want.Info.StorePath != "" {
+				if err := s.ix.PutNarInfo(want.Info); err != nil {
+					return nil, fmt.Errorf("ingest %s: %w", key, err)
+				}
+			}
+			return &res, nil
+		}
+		// The other ingest failed, perhaps on its own bad body: try ours.
+	}
+}
+
+// existing returns a Result when the NAR is already stored, after recording
+// want.Info for it.
+func (s *Store) existing(want Want) (*Result, error) {
+	m, err := s.ix.Manifest(want.NarHash)
+	if errors.Is(err, kv.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if m.NarSize != want.NarSize && want.NarSize != 0 {
+		return nil, fmt.Errorf("ingest %s: %w: stored NAR has %d bytes, want %d", FormatHash(want.NarHash), ErrSizeMismatch, m.NarSize, want.NarSize)
+	}
+	if want.Info != nil {
+		if err := s.ix.PutNarInfo(want.Info); err != nil {
+			return nil, err
+		}
+	}
+	return &Result{NarHash: m.NarHash, NarSize: m.NarSize, FileSize: m.FileSize, FileHash: m.FileHash,
+		Chunks: len(m.Chunks), Existed: true}, nil
+}
+
+type chunkJob struct {
+	seq int
+	raw []byte
+}
+
+type chunkDone struct {
+	seq   int
+	ref   cdc.ChunkRef
+	frame []byte // nil when the chunk was already stored
+	err   error
+}
+
+// pipeline is one running ingest: the calling goroutine hashes, lists and
+// cuts the plaintext; workers hash and compress chunks and write new ones;
+// one goroutine puts the results back in order.
+type pipeline struct {
+	s      *Store
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	batch  *kv.Batch
+
+	jobs    chan chunkJob
+	results chan chunkDone
+	slots   chan struct{} // bounds the chunks held in memory
+	bufs    sync.Pool
+	seq     int
+
+	// Owned by the ordering goroutine until it finishes.
+	refs      []cdc.ChunkRef
+	pins      []cdc.ID
+	written   []cdc.ID
+	newBytes  uint64
+	fileHash  hash.Hash
+	fileSize  uint64
+	firstErr  error
+	orderDone chan struct{}
+}
+
+func (s *Store) ingest(ctx context.Context, want Want, body io.Reader, comp Compression) (res *Result, err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	plain, err := decompress(ctx, comp, body, s.cfg.XZ)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadBody, err)
+	}
+	defer plain.Close()
+
+	w := s.cfg.Workers
+	p := &pipeline{
+		s: s, ctx: ctx, cancel: cancel, batch: s.chunks.NewBatch(),
+		jobs:      make(chan chunkJob, w),
+		results:   make(chan chunkDone, w),
+		slots:     make(chan struct{}, 4*w),
+		fileHash:  sha256.New(),
+		orderDone: make(chan struct{}),
+	}
+	var wg sync.WaitGroup
+	for range w {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.work() }()
+	}
+	go p.order()
+
+	narHash := sha256.New()
+	listing := cdc.NewListingParser()
+	chunker, _ := cdc.NewChunker(s.cfg.Chunker, p.emit)
+	limit := want.NarSize
+	if limit == 0 {
+		limit = s.cfg.MaxNARSize
+	}
+	size, readErr := copyNAR(plain, limit, want.NarSize != 0, narHash, listing, chunker)
+	if readErr == nil {
+		readErr = chunker.Close()
+	}
+	close(p.jobs)
+	wg.Wait()
+	close(p.results)
+	<-p.orderDone
+
+	defer func() {
+		if err != nil {
+			p.abandon()
+		}
+	}()
+	if p.firstErr != nil {
+		return nil, p.firstErr
+	}
+	if readErr != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(readErr, cdc.ErrBadNAR) && !errors.Is(readErr, ErrSizeMismatch) {
+			return nil, cause
+		}
+		return nil, readErr
+	}
+	if want.NarSize != 0 && size != want.NarSize {
+		return nil, fmt.Errorf("%w: got %d bytes, want %d", ErrSizeMismatch, size, want.NarSize)
+	}
+	if err := listing.Close(); err != nil {
+		return nil, err
+	}
+	var got [32]byte
+	narHash.Sum(got[:0])
+	if want.NarHash != ([32]byte{}) && got != want.NarHash {
+		return nil, fmt.Errorf("%w: got %s, want %s", ErrHashMismatch, FormatHash(got), FormatHash(want.NarHash))
+	}
+
+	// Invariant 2: every chunk durable before the manifest names it.
+	if err := p.batch.Flush(); err != nil {
+		return nil, fmt.Errorf("write chunks: %w", err)
+	}
+	if err := s.chunks.Sync(); err != nil {
+		return nil, fmt.Errorf("sync chunks: %w", err)
+	}
+	m := &kv.Manifest{NarHash: got, NarSize: size, Chunks: p.refs, FileSize: p.fileSize,
+		Listing: s.codec.Compress(nil, cdc.ListingJSON(listing.Entries()))}
+	p.fileHash.Sum(m.FileHash[:0])
+	if want.Info != nil && want.Info.Added == 0 {
+		want.Info.Added = time.Now().Unix()
+	}
+	if _, err := s.ix.CommitNAR(m, want.Info); err != nil {
+		return nil, err
+	}
+	s.unpin(p.pins)
+	return &Result{NarHash: got, NarSize: size, FileSize: m.FileSize, FileHash: m.FileHash,
+		Chunks: len(m.Chunks), NewChunks: len(p.written), NewBytes: p.newBytes}, nil
+}
+
+// copyNAR reads the plaintext in large blocks into the hash, the listing
+// parser and the chunker, refusing more than limit bytes.
+func copyNAR(r io.Reader, limit uint64, exact bool, narHash hash.Hash, listing *cdc.ListingParser, chunker *cdc.Chunker) (uint64, error) {
+	buf := make([]byte, 1<<20)
+	var size uint64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			size += uint64(n)
+			if size > limit {
+				if exact {
+					return size, fmt.Errorf("%w: NAR is longer than the expected %d bytes", ErrSizeMismatch, limit)
+				}
+				return size, fmt.Errorf("%w: NAR is longer than the %d-byte limit", ErrSizeMismatch, limit)
+			}
+			b := buf[:n]
+			narHash.Write(b)
+			if _, lerr := listing.Write(b); lerr != nil {
+				return size, lerr
+			}
+			if _, cerr := chunker.Write(b); cerr != nil {
+				return size, cerr
+			}
+		}
+		if err == io.EOF {
+			return size, nil
+		}
+		if err != nil {
+			return size, fmt.Errorf("%w: %v", ErrBadBody, err)
+		}
+	}
+}
+
+// emit hands a chunk from the chunker to the workers.
+func (p *pipeline) emit(chunk []byte) error {
+	select {
+	case p.slots <- struct{}{}:
+	case <-p.ctx.Done():
+		return context.Cause(p.ctx)
+	}
+	buf, _ := p.bufs.Get().(*[]byte)
+	if buf == nil {
+		b := make([]byte, 0, p.s.cfg.Chunker.Max)
+		buf = &b
+	}
+	raw := append((*buf)[:0], chunk...)
+	select {
+	case p.jobs <- chunkJob{seq: p.seq, raw: raw}:
+		p.seq++
+		return nil
+	case <-p.ctx.Done():
+		return context.Cause(p.ctx)
+	}
+}
+
+// work hashes chunks, and compresses and writes those not stored yet. A
+// chunk is pinned before it is looked up, so GC cannot delete it between
+// the look-up and this ingest's commit.
+func (p *pipeline) work() {
+	for j := range p.jobs {
+		d := chunkDone{seq: j.seq}
+		id := cdc.Sum(j.raw)
+		p.s.pin(id)
+		d.ref = cdc.ChunkRef{ID: id, Raw: uint32(len(j.raw))}
+		comp, stored, err := p.s.ix.ChunkSize(id)
+		switch {
+		case err != nil:
+			d.err = err
+		case stored:
+			d.ref.Comp = comp
+		default:
+			d.frame = p.s.codec.Compress(nil, j.raw)
+			d.ref.Comp = uint32(len(d.frame))
+			d.err = p.batch.Put(id, d.frame)
+		}
+		raw := j.raw
+		p.bufs.Put(&raw)
+		p.results <- d
+	}
+}
+
+// order consumes results in chunk order, building the chunk list and the
+// .nar.zst hash.
+func (p *pipeline) order() {
+	defer close(p.orderDone)
+	pending := map[int]chunkDone{}
+	next := 0
+	var frameBuf []byte
+	for d := range p.results {
+		p.pins = append(p.pins, d.ref.ID)
+		if d.frame != nil && d.err == nil {
+			p.written = append(p.written, d.ref.ID)
+			p.newBytes += uint64(len(d.frame))
+		}
+		pending[d.seq] = d
+		for {
+			d, ok := pending[next]
+			if !ok {
+				break
+			}
+			delete(pending, next)
+			next++
+			<-p.slots
+			if p.firstErr != nil {
+				continue
+			}
+			if d.err != nil {
+				p.fail(d.err)
+				continue
+			}
+			frame := d.frame
+			if frame == nil {
+				var err error
+				frameBuf, err = p.s.chunks.Frame(p.ctx, d.ref.ID, frameBuf[:0])
+				if err != nil {
+					p.fail(fmt.Errorf("read stored chunk: %w", err))
+					continue
+				}
+				if len(frameBuf) != int(d.ref.Comp) {
+					p.fail(fmt.Errorf("stored chunk %s: %w: frame is %d bytes, index says %d", d.ref.ID, cdc.ErrCorrupt, len(frameBuf), d.ref.Comp))
+					continue
+				}
+				frame = frameBuf
+			}
+			p.fileHash.Write(frame)
+			p.fileSize += uint64(len(frame))
+			p.refs = append(p.refs, d.ref)
+		}
+	}
+}
+
+func (p *pipeline) fail(err error) {
+	p.firstErr = err
+	p.cancel(err)
+}
+
+// abandon undoes a failed ingest: the chunks it wrote and nobody references
+// are deleted, so a rejected NAR leaves nothing behind.
+func (p *pipeline) abandon() {
+	if err := p.batch.Flush(); err != nil {
+		p.s.cfg.Logger.Warn("abandon ingest: flush chunk batch", "err", err)
+	}
+	p.s.unpin(p.pins)
+	if _, err := p.s.deleteUnreferenced(p.written); err != nil {
+		p.s.cfg.Logger.Warn("abandon ingest: delete unreferenced chunks; GC will sweep them", "err", err)
+	}
+}

@@ -1,0 +1,132 @@
+package appliance
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+
+	"cairn/cdc"
+	"cairn/kv"
+)
+
+// ErrNotFound reports a NAR or store path the store does not hold.
+var ErrNotFound = kv.ErrNotFound
+
+// NAR is an open stored NAR: its manifest and a reader over its chunks.
+type NAR struct {
+	*cdc.NAR
+	Manifest *kv.Manifest
+	codec    *cdc.Codec
+}
+
+// OpenNAR returns a reader over the stored NAR with the given sha256. Reads
+// fail cleanly when a chunk is missing or corrupt: every frame carries a
+// checksum that each decode checks, and Verify re-hashes chunks with SHA-256.
+func (s *Store) OpenNAR(ctx context.Context, narHash [32]byte) (*NAR, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m, err := s.ix.Manifest(narHash)
+	if err != nil {
+		return nil, fmt.Errorf("open nar %s: %w", FormatHash(narHash), err)
+	}
+	return &NAR{NAR: cdc.NewNAR(m.Chunks, s.chunks, s.codec), Manifest: m, codec: s.codec}, nil
+}
+
+// Listing returns the NAR's listing as Nix's .ls JSON.
+func (n *NAR) Listing() ([]byte, error) {
+	b, err := n.codec.Decompress(nil, n.Manifest.Listing, -1)
+	if err != nil {
+		return nil, fmt.Errorf("listing of %s: %w", FormatHash(n.Manifest.NarHash), err)
+	}
+	return b, nil
+}
+
+// Verify re-reads a stored NAR: every chunk's SHA-256 against its id, and
+// the whole NAR against its NarHash and NarSize.
+func (s *Store) Verify(ctx context.Context, narHash [32]byte) error {
+	n, err := s.OpenNAR(ctx, narHash)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	var size uint64
+	err = n.WriteRange(ctx, writerFunc(func(b []byte) (int, error) {
+		size += uint64(len(b))
+		return h.Write(b)
+	}), 0, n.Size())
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", FormatHash(narHash), err)
+	}
+	for i, c := range n.Manifest.Chunks {
+		if err := s.verifyChunk(ctx, c); err != nil {
+			return fmt.Errorf("verify %s: chunk %d: %w", FormatHash(narHash), i, err)
+		}
+	}
+	var got [32]byte
+	h.Sum(got[:0])
+	if size != n.Manifest.NarSize {
+		return fmt.Errorf("verify %s: %w: reassembled %d bytes, want %d", FormatHash(narHash), ErrSizeMismatch, size, n.Manifest.NarSize)
+	}
+	if got != narHash {
+		return fmt.Errorf("verify %s: %w: reassembled %s", FormatHash(narHash), ErrHashMismatch, FormatHash(got))
+	}
+	return nil
+}
+
+func (s *Store) verifyChunk(ctx context.Context, c cdc.ChunkRef) error {
+	frame, err := s.chunks.Frame(ctx, c.ID, nil)
+	if err != nil {
+		return err
+	}
+	raw, err := s.codec.Decompress(nil, frame, int(c.Raw))
+	if err != nil {
+		return fmt.Errorf("chunk %s: %w", c.ID, err)
+	}
+	if cdc.Sum(raw) != c.ID {
+		return fmt.Errorf("chunk %s: %w: plaintext hash differs", c.ID, cdc.ErrCorrupt)
+	}
+	return nil
+}
+
+// DeleteNAR removes a NAR: first its manifest and chunk references in one
+// index transaction, then the chunks nothing references any more. It
+// returns how many chunks were deleted.
+func (s *Store) DeleteNAR(ctx context.Context, narHash [32]byte) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	freed, err := s.ix.DeleteNAR(narHash)
+	if err != nil {
+		return 0, err
+	}
+	n, err := s.deleteUnreferenced(freed)
+	if err != nil {
+		return 0, fmt.Errorf("delete nar %s: %w (orphans are swept by GC)", FormatHash(narHash), err)
+	}
+	return n, nil
+}
+
+// SweepOrphans deletes stored chunks that no manifest references, such as
+// those a crash left between writing chunks and committing a manifest.
+func (s *Store) SweepOrphans(ctx context.Context) (int, error) {
+	var candidates []cdc.ID
+	err := s.chunks.ForEach(ctx, func(id cdc.ID) error {
+		n, err := s.ix.RefCount(id)
+		if err == nil && n == 0 {
+			candidates = append(candidates, id)
+		}
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sweep orphans: %w", err)
+	}
+	return s.deleteUnreferenced(candidates)
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+var _ io.Writer = writerFunc(nil)

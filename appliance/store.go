@@ -1,0 +1,259 @@
+// Package appliance is the cache service: it owns the ingest pipeline, reads,
+// coalescing and every policy decision over the kv and cdc layers.
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"cairn/cdc"
+	"cairn/kv"
+)
+
+// NarInfo is the metadata of one store path, as stored.
+type NarInfo = kv.NarInfo
+
+// Config is everything a Store needs; the zero value of each field means
+// its default.
+type Config struct {
+	Dir        string        // data directory
+	Chunker    cdc.Params    // chunker parameters for a new store; must match an existing one
+	Level      cdc.Level     // zstd level of newly written frames
+	Workers    int           // chunk hashing and compression goroutines per ingest
+	MaxNARSize uint64        // largest NAR accepted when the expected size is unknown
+	XZ         string        // xz binary; "" looks it up on PATH, "-" forces pure Go
+	FlushEvery time.Duration // how often batched access times are written
+	ChunkOpts  kv.ChunkOptions
+	Logger     *slog.Logger
+}
+
+// Defaults for Config fields left zero.
+const (
+	DefaultLevel      = zstd.SpeedDefault
+	DefaultMaxNARSize = 64 << 30
+	DefaultFlushEvery = 30 * time.Second
+)
+
+func (c *Config) setDefaults() {
+	if c.Chunker == (cdc.Params{}) {
+		c.Chunker = cdc.DefaultParams
+	}
+	if c.Level == 0 {
+		c.Level = DefaultLevel
+	}
+	if c.Workers <= 0 {
+		c.Workers = runtime.GOMAXPROCS(0)
+	}
+	if c.MaxNARSize == 0 {
+		c.MaxNARSize = DefaultMaxNARSize
+	}
+	if c.FlushEvery == 0 {
+		c.FlushEvery = DefaultFlushEvery
+	}
+	switch c.XZ {
+	case "":
+		c.XZ, _ = exec.LookPath("xz")
+	case "-":
+		c.XZ = ""
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Store is the deduplicated NAR store: chunks in Badger, metadata in bbolt.
+type Store struct {
+	cfg    Config
+	ix     *kv.Index
+	chunks *kv.ChunkStore
+	codec  *cdc.Codec
+
+	flightMu sync.Mutex
+	flights  map[[32]byte]*flight
+
+	// pinMu guards pinned: chunks an unfinished ingest relies on. A chunk is
+	// deleted only while holding pinMu, with no pin and no reference.
+	pinMu  sync.Mutex
+	pinned map[cdc.ID]int
+
+	atimeMu sync.Mutex
+	atimes  map[string]int64
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// Data directory layout.
+const (
+	indexFile = "index.db"
+	chunkDir  = "chunks"
+)
+
+// Open opens or creates the store in cfg.Dir.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	cfg.setDefaults()
+	if cfg.Dir == "" {
+		return nil, errors.New("open store: no data directory given")
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", cfg.Dir, err)
+	}
+	ix, err := kv.OpenIndex(filepath.Join(cfg.Dir, indexFile), cfg.Chunker)
+	if err != nil {
+		return nil, err
+	}
+	opts := cfg.ChunkOpts
+	opts.Logger = cfg.Logger
+	chunks, err := kv.OpenChunks(filepath.Join(cfg.Dir, chunkDir), opts)
+	if err != nil {
+		ix.Close()
+		return nil, err
+	}
+	codec, err := cdc.NewCodec(cfg.Level)
+	if err != nil {
+		chunks.Close()
+		ix.Close()
+		return nil, err
+	}
+	s := &Store{
+		cfg: cfg, ix: ix, chunks: chunks, codec: codec,
+		flights: map[[32]byte]*flight{},
+		pinned:  map[cdc.ID]int{},
+		atimes:  map[string]int64{},
+		stop:    make(chan struct{}),
+	}
+	s.wg.Add(1)
+	go s.flushLoop()
+	return s, nil
+}
+
+// Close waits for nothing new, flushes access times and closes both stores.
+func (s *Store) Close() error {
+	close(s.stop)
+	s.wg.Wait()
+	errs := []error{s.FlushAtimes()}
+	s.codec.Close()
+	errs = append(errs, s.chunks.Close(), s.ix.Close())
+	return errors.Join(errs...)
+}
+
+// Index exposes the metadata index to the rest of the appliance.
+func (s *Store) Index() *kv.Index { return s.ix }
+
+// Chunks exposes the chunk store to the rest of the appliance.
+func (s *Store) Chunks() *kv.ChunkStore { return s.chunks }
+
+// Codec returns the store's zstd codec.
+func (s *Store) Codec() *cdc.Codec { return s.codec }
+
+func (s *Store) flushLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.FlushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if err := s.FlushAtimes(); err != nil {
+				s.cfg.Logger.Error("flush access times", "err", err)
+			}
+		}
+	}
+}
+
+// Touch records a use of a store path. It is kept in memory and written in
+// batches, never one write per hit.
+func (s *Store) Touch(storeHash string) {
+	now := time.Now().Unix()
+	s.atimeMu.Lock()
+	s.atimes[storeHash] = now
+	s.atimeMu.Unlock()
+}
+
+// FlushAtimes writes the batched access times in one transaction.
+func (s *Store) FlushAtimes() error {
+	s.atimeMu.Lock()
+	batch := s.atimes
+	s.atimes = map[string]int64{}
+	s.atimeMu.Unlock()
+	if err := s.ix.Touch(batch); err != nil {
+		return fmt.Errorf("flush %d access times: %w", len(batch), err)
+	}
+	return nil
+}
+
+// Stats are the store's counters with the dedup ratio derived from them.
+type Stats struct {
+	kv.Stats
+	DedupRatio float64 // logical bytes over physical bytes
+}
+
+// Stats returns the store's counters.
+func (s *Store) Stats() (Stats, error) {
+	st, err := s.ix.Stats()
+	if err != nil {
+		return Stats{}, fmt.Errorf("stats: %w", err)
+	}
+	out := Stats{Stats: st}
+	if st.PhysicalBytes > 0 {
+		out.DedupRatio = float64(st.LogicalBytes) / float64(st.PhysicalBytes)
+	}
+	return out, nil
+}
+
+// pin marks chunks as relied on by an unfinished ingest.
+func (s *Store) pin(id cdc.ID) {
+	s.pinMu.Lock()
+	s.pinned[id]++
+	s.pinMu.Unlock()
+}
+
+// unpin releases pins taken by pin.
+func (s *Store) unpin(ids []cdc.ID) {
+	s.pinMu.Lock()
+	for _, id := range ids {
+		if s.pinned[id]--; s.pinned[id] <= 0 {
+			delete(s.pinned, id)
+		}
+	}
+	s.pinMu.Unlock()
+}
+
+// deleteUnreferenced deletes those of ids that no manifest references and no
+// running ingest relies on. The index transaction that dropped the last
+// references has committed before this is called.
+func (s *Store) deleteUnreferenced(ids []cdc.ID) (int, error) {
+	s.pinMu.Lock()
+	defer s.pinMu.Unlock()
+	var dead []cdc.ID
+	for _, id := range ids {
+		if s.pinned[id] > 0 {
+			continue
+		}
+		n, err := s.ix.RefCount(id)
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 {
+			dead = append(dead, id)
+		}
+	}
+	if len(dead) == 0 {
+		return 0, nil
+	}
+	if err := s.chunks.Delete(dead); err != nil {
+		return 0, err
+	}
+	return len(dead), nil
+}

@@ -1,0 +1,455 @@
+package appliance_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"cairn/appliance"
+	"cairn/cdc"
+	"cairn/internal/nixtest"
+	"cairn/kv"
+)
+
+func openStore(t testing.TB, dir string, mod ...func(*appliance.Config)) *appliance.Store {
+	t.Helper()
+	cfg := appliance.Config{Dir: dir}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	s, err := appliance.Open(context.Background(), cfg)
+	require.NoError(t, err)
+	return s
+}
+
+func info(n nixtest.NAR) *appliance.NarInfo {
+	h := sha256.Sum256([]byte(n.Name))
+	return &appliance.NarInfo{
+		StorePath: fmt.Sprintf("/nix/store/%x-%s", h[:16], n.Name),
+		NarHash:   n.Hash,
+		NarSize:   uint64(len(n.Bytes)),
+		Source:    "test",
+	}
+}
+
+// snapshot is everything an ingest could leave behind.
+type snapshot struct {
+	Stats    kv.Stats
+	Chunks   []cdc.ID
+	Manifest []string
+}
+
+func snap(t testing.TB, s *appliance.Store) snapshot {
+	t.Helper()
+	var sn snapshot
+	st, err := s.Stats()
+	require.NoError(t, err)
+	sn.Stats = st.Stats
+	require.NoError(t, s.Chunks().ForEach(context.Background(), func(id cdc.ID) error {
+		sn.Chunks = append(sn.Chunks, id)
+		return nil
+	}))
+	require.NoError(t, s.Index().ForEachManifest(func(m *kv.Manifest) error {
+		sn.Manifest = append(sn.Manifest, appliance.FormatHash(m.NarHash))
+		return nil
+	}))
+	return sn
+}
+
+// checkConsistent proves the invariants over a whole store: every manifest's
+// chunks exist and verify, and the reference counts and counters equal
+// what the manifests imply.
+func checkConsistent(t testing.TB, s *appliance.Store) {
+	t.Helper()
+	ctx := context.Background()
+	refs := map[cdc.ID]uint64{}
+	var logical uint64
+	var nars uint64
+	require.NoError(t, s.Index().ForEachManifest(func(m *kv.Manifest) error {
+		nars++
+		logical += m.NarSize
+		seen := map[cdc.ID]bool{}
+		for _, c := range m.Chunks {
+			if !seen[c.ID] {
+				seen[c.ID] = true
+				refs[c.ID]++
+			}
+			ok, err := s.Chunks().Has(c.ID)
+			require.NoError(t, err)
+			require.True(t, ok, "dangling reference: manifest %s names missing chunk %s", appliance.FormatHash(m.NarHash), c.ID)
+		}
+		require.NoError(t, s.Verify(ctx, m.NarHash))
+		return nil
+	}))
+	stored := map[cdc.ID]uint64{}
+	require.NoError(t, s.Index().ForEachRef(func(id cdc.ID, n uint64) error {
+		stored[id] = n
+		return nil
+	}))
+	require.Equal(t, refs, stored, "reference counts")
+	st, err := s.Stats()
+	require.NoError(t, err)
+	require.Equal(t, nars, st.NARs)
+	require.Equal(t, logical, st.LogicalBytes)
+	require.EqualValues(t, len(refs), st.Chunks)
+}
+
+func readAll(t testing.TB, s *appliance.Store, h [32]byte) []byte {
+	t.Helper()
+	n, err := s.OpenNAR(context.Background(), h)
+	require.NoError(t, err)
+	var buf bytes.Buffer
+	require.NoError(t, n.WriteRange(context.Background(), &buf, 0, n.Size()))
+	return buf.Bytes()
+}
+
+func TestIngestRoundTrip(t *testing.T) {
+	nars := nixtest.SampleNARs(t)
+	for _, tc := range []struct {
+		comp appliance.Compression
+		xz   string
+	}{
+		{appliance.CompressionNone, ""},
+		{appliance.CompressionXZ, ""},  // the xz binary
+		{appliance.CompressionXZ, "-"}, // pure Go
+		{appliance.CompressionZstd, ""},
+		{appliance.CompressionBzip2, ""},
+	} {
+		t.Run(fmt.Sprintf("%s%s", tc.comp, tc.xz), func(t *testing.T) {
+			s := openStore(t, t.TempDir(), func(c *appliance.Config) { c.XZ = tc.xz })
+			defer s.Close()
+			for i, n := range nars {
+				if tc.comp != appliance.CompressionNone && i == 2 {
+					continue // the 3 MB binary only uncompressed: pure-Go xz under -race is slow
+				}
+				body := nixtest.Compress(t, string(tc.comp), n.Bytes)
+				res, err := s.Ingest(context.Background(), appliance.Want{Info: info(n)}, bytes.NewReader(body), tc.comp)
+				require.NoError(t, err, n.Name)
+				require.Equal(t, n.Hash, res.NarHash)
+				require.EqualValues(t, len(n.Bytes), res.NarSize)
+
+				nar, err := s.OpenNAR(context.Background(), n.Hash)
+				require.NoError(t, err)
+				require.EqualValues(t, len(n.Bytes), nar.Size())
+				rng := rand.New(rand.NewPCG(7, uint64(len(n.Bytes))))
+				for range 50 {
+					off := rng.Int64N(int64(len(n.Bytes)))
+					p := make([]byte, rng.Int64N(int64(len(n.Bytes))-off)+1)
+					_, err := nar.ReadAt(p, off)
+					require.NoError(t, err)
+					require.Equal(t, n.Bytes[off:off+int64(len(p))], p)
+				}
+				require.Equal(t, n.Bytes, readAll(t, s, n.Hash))
+
+				var zst bytes.Buffer
+				_, err = nar.WriteFrames(context.Background(), &zst, 0, len(nar.Chunks())-1)
+				require.NoError(t, err)
+				require.EqualValues(t, res.FileSize, zst.Len())
+				require.Equal(t, res.FileHash, sha256.Sum256(zst.Bytes()))
+				require.Equal(t, n.Bytes, nixtestDecodeZstd(t, zst.Bytes()))
+			}
+			checkConsistent(t, s)
+		})
+	}
+}
+
+func nixtestDecodeZstd(t testing.TB, b []byte) []byte {
+	t.Helper()
+	codec := must(cdc.NewCodec(appliance.DefaultLevel))
+	defer codec.Close()
+	out, err := codec.Decompress(nil, b, -1)
+	require.NoError(t, err)
+	return out
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func TestIngestRejectsAndLeavesNothing(t *testing.T) {
+	nars := nixtest.SampleNARs(t)
+	good, other := nars[1], nars[2]
+	flipped := slices.Clone(good.Bytes)
+	flipped[len(flipped)/2] ^= 1
+	longer := append(slices.Clone(good.Bytes), make([]byte, 8)...)
+	for _, tc := range []struct {
+		name string
+		want appliance.Want
+		body []byte
+		comp string
+		wire bool // body is already in comp
+		err  error
+	}{
+		{"flipped byte", appliance.Want{Info: info(good)}, flipped, "none", false, appliance.ErrHashMismatch},
+		{"truncated by one byte", appliance.Want{Info: info(good)}, good.Bytes[:len(good.Bytes)-1], "none", false, appliance.ErrSizeMismatch},
+		{"longer than NarSize", appliance.Want{Info: info(good)}, longer, "none", false, appliance.ErrSizeMismatch},
+		{"wrong NarHash", appliance.Want{NarHash: other.Hash, NarSize: uint64(len(good.Bytes))}, good.Bytes, "xz", false, appliance.ErrHashMismatch},
+		{"garbage body", appliance.Want{}, bytes.Repeat([]byte("garbage!"), 40000), "none", false, appliance.ErrBadNAR},
+		{"garbage xz", appliance.Want{Info: info(good)}, bytes.Repeat([]byte{0xfd, '7', 'z'}, 1000), "xz", true, appliance.ErrBadBody},
+		{"truncated zstd", appliance.Want{Info: info(good)}, nixtest.Compress(t, "zstd", good.Bytes)[:5000], "zstd", true, appliance.ErrBadBody},
+		{"upload of a NAR cut short", appliance.Want{}, good.Bytes[:len(good.Bytes)/2], "none", false, appliance.ErrBadNAR},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStore(t, t.TempDir())
+			defer s.Close()
+			// Something already stored, which must survive untouched.
+			_, err := s.Ingest(context.Background(), appliance.Want{Info: info(nars[0])}, bytes.NewReader(nars[0].Bytes), "none")
+			require.NoError(t, err)
+			before := snap(t, s)
+
+			body := tc.body
+			if !tc.wire {
+				body = nixtest.Compress(t, tc.comp, tc.body)
+			}
+			_, err = s.Ingest(context.Background(), tc.want, bytes.NewReader(body), appliance.Compression(tc.comp))
+			require.ErrorIs(t, err, tc.err)
+			require.Equal(t, before, snap(t, s))
+			_, err = s.Index().NarInfo(nixtest.HashPart(t, info(good).StorePath))
+			require.ErrorIs(t, err, kv.ErrNotFound)
+			checkConsistent(t, s)
+		})
+	}
+}
+
+func TestIdenticalContentStoredOnce(t *testing.T) {
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	src := filepath.Join(nixtest.GoRoot(t), "src", "net", "http")
+	require.NoError(t, os.CopyFS(tree, os.DirFS(src)))
+	a := nixtest.MakeNAR(t, "a", tree)
+	require.NoError(t, os.WriteFile(filepath.Join(tree, "zz-extra.txt"), []byte("one more file\n"), 0o644))
+	b := nixtest.MakeNAR(t, "b", tree)
+
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	ctx := context.Background()
+	ra, err := s.Ingest(ctx, appliance.Want{Info: info(a)}, bytes.NewReader(a.Bytes), "none")
+	require.NoError(t, err)
+	st1, err := s.Stats()
+	require.NoError(t, err)
+
+	// The same NAR under a second store path: nothing new is stored.
+	alias := info(a)
+	alias.StorePath = "/nix/store/" + nixtest.HashPart(t, "/nix/store/11111111111111111111111111111111-x") + "-alias"
+	res, err := s.Ingest(ctx, appliance.Want{Info: alias}, bytes.NewReader(a.Bytes), "none")
+	require.NoError(t, err)
+	require.True(t, res.Existed)
+	st2, err := s.Stats()
+	require.NoError(t, err)
+	require.Equal(t, st1.PhysicalBytes, st2.PhysicalBytes)
+	require.Equal(t, st1.Chunks, st2.Chunks)
+	require.EqualValues(t, 2, st2.NarInfos)
+
+	// A NAR that shares all but its tail writes only a few chunks.
+	rb, err := s.Ingest(ctx, appliance.Want{Info: info(b)}, bytes.NewReader(b.Bytes), "none")
+	require.NoError(t, err)
+	require.Less(t, rb.NewChunks, rb.Chunks/4, "a one-file change should rewrite few chunks")
+	st3, err := s.Stats()
+	require.NoError(t, err)
+	require.Less(t, st3.PhysicalBytes-st2.PhysicalBytes, rb.FileSize/4)
+	require.Greater(t, st3.DedupRatio, st1.DedupRatio*1.5)
+	require.Equal(t, ra.Chunks, len(must(s.OpenNAR(ctx, a.Hash)).Chunks()))
+	checkConsistent(t, s)
+}
+
+// countingReader counts how many bodies were actually read.
+type countingReader struct {
+	r     io.Reader
+	reads *atomic.Int64
+	once  sync.Once
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	c.once.Do(func() { c.reads.Add(1) })
+	return c.r.Read(p)
+}
+
+func TestConcurrentIngests(t *testing.T) {
+	nars := nixtest.SampleNARs(t)
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	reads := make([]atomic.Int64, len(nars))
+	var wg sync.WaitGroup
+	const perNAR = 6
+	errs := make(chan error, perNAR*len(nars))
+	for i, n := range nars {
+		for range perNAR {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// xz makes each body slow enough that the ingests overlap.
+				body := &countingReader{r: bytes.NewReader(nixtest.Compress(t, "xz", n.Bytes)), reads: &reads[i]}
+				_, err := s.Ingest(context.Background(), appliance.Want{Info: info(n)}, body, "xz")
+				errs <- err
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	for i, n := range nars {
+		require.Equal(t, n.Bytes, readAll(t, s, n.Hash), n.Name)
+		require.LessOrEqual(t, reads[i].Load(), int64(perNAR), n.Name)
+	}
+	checkConsistent(t, s)
+	st, err := s.Stats()
+	require.NoError(t, err)
+	require.EqualValues(t, len(nars), st.NARs)
+}
+
+func TestCoalescedIngestReadsOneBody(t *testing.T) {
+	n := nixtest.SampleNARs(t)[2]
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	gate := make(chan struct{})
+	var reads atomic.Int64
+	var wg sync.WaitGroup
+	results := make([]*appliance.Result, 8)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := &countingReader{r: io.MultiReader(gateReader(gate), bytes.NewReader(n.Bytes)), reads: &reads}
+			res, err := s.Ingest(context.Background(), appliance.Want{Info: info(n)}, body, "none")
+			require.NoError(t, err)
+			results[i] = res
+		}()
+	}
+	close(gate)
+	wg.Wait()
+	require.EqualValues(t, 1, reads.Load(), "one body read for one NarHash")
+	leaders := 0
+	for _, r := range results {
+		if !r.Coalesced && !r.Existed {
+			leaders++
+		}
+	}
+	require.Equal(t, 1, leaders)
+}
+
+// gateReader blocks its first read until gate closes, then reads as empty.
+func gateReader(gate chan struct{}) io.Reader {
+	return readerFunc(func([]byte) (int, error) { <-gate; return 0, io.EOF })
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+func TestListingMatchesNix(t *testing.T) {
+	dir := t.TempDir()
+	store := filepath.Join(dir, "store")
+	cache := filepath.Join(dir, "cache")
+	trees := map[string]string{
+		"sample": nixtest.SampleTree(t, dir),
+		"http":   filepath.Join(nixtest.GoRoot(t), "src", "net", "http"),
+		"gofmt":  filepath.Join(nixtest.GoRoot(t), "bin", "gofmt"),
+	}
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	for name, tree := range trees {
+		t.Run(name, func(t *testing.T) {
+			sp := nixtest.AddToStore(t, store, tree)
+			nixtest.CopyToFileCache(t, store, cache, "compression=xz&write-nar-listing=true", sp)
+			want, err := os.ReadFile(filepath.Join(cache, nixtest.HashPart(t, sp)+".ls"))
+			require.NoError(t, err)
+			xzBody, err := os.ReadFile(filepath.Join(cache, nixtest.NarInfoField(t, cache, sp, "URL")))
+			require.NoError(t, err)
+			narHash := nixtest.NarInfoField(t, cache, sp, "NarHash")
+
+			res, err := s.Ingest(context.Background(), appliance.Want{}, bytes.NewReader(xzBody), "xz")
+			require.NoError(t, err)
+			require.Equal(t, narHash, appliance.FormatHash(res.NarHash))
+			nar, err := s.OpenNAR(context.Background(), res.NarHash)
+			require.NoError(t, err)
+			got, err := nar.Listing()
+			require.NoError(t, err)
+			require.Equal(t, string(want), string(got))
+		})
+	}
+}
+
+func TestDeleteKeepsSharedChunks(t *testing.T) {
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	require.NoError(t, os.CopyFS(tree, os.DirFS(filepath.Join(nixtest.GoRoot(t), "src", "net", "http"))))
+	a := nixtest.MakeNAR(t, "a", tree)
+	require.NoError(t, os.WriteFile(filepath.Join(tree, "zz-extra.txt"), bytes.Repeat([]byte("x"), 300<<10), 0o644))
+	b := nixtest.MakeNAR(t, "b", tree)
+
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	ctx := context.Background()
+	for _, n := range []nixtest.NAR{a, b} {
+		_, err := s.Ingest(ctx, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), "none")
+		require.NoError(t, err)
+	}
+	before := snap(t, s)
+	deleted, err := s.DeleteNAR(ctx, b.Hash)
+	require.NoError(t, err)
+	require.Positive(t, deleted)
+	after := snap(t, s)
+	require.Len(t, after.Chunks, len(before.Chunks)-deleted)
+	require.NoError(t, s.Verify(ctx, a.Hash), "the live NAR keeps its shared chunks")
+	_, err = s.OpenNAR(ctx, b.Hash)
+	require.ErrorIs(t, err, appliance.ErrNotFound)
+	checkConsistent(t, s)
+}
+
+func TestOpenRefusesOtherFormatAndLock(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+
+	_, err := appliance.Open(context.Background(), appliance.Config{Dir: dir})
+	require.ErrorIs(t, err, kv.ErrLocked, "a second opener of a live data directory")
+	require.NoError(t, s.Close())
+
+	other := cdc.Params{Min: 4 << 10, Avg: 16 << 10, Max: 64 << 10, Normalization: 2}
+	_, err = appliance.Open(context.Background(), appliance.Config{Dir: dir, Chunker: other})
+	require.ErrorIs(t, err, kv.ErrFormat)
+	require.Contains(t, err.Error(), "chunker parameters are permanent")
+
+	s = openStore(t, dir)
+	require.NoError(t, s.Close())
+}
+
+func TestVerifyFindsCorruptChunk(t *testing.T) {
+	n := nixtest.SampleNARs(t)[1]
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	ctx := context.Background()
+	_, err := s.Ingest(ctx, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), "none")
+	require.NoError(t, err)
+	nar, err := s.OpenNAR(ctx, n.Hash)
+	require.NoError(t, err)
+	victim := nar.Chunks()[len(nar.Chunks())/2]
+	frame, err := s.Chunks().Frame(ctx, victim.ID, nil)
+	require.NoError(t, err)
+	frame[len(frame)/2] ^= 0x40
+	b := s.Chunks().NewBatch()
+	require.NoError(t, b.Put(victim.ID, frame))
+	require.NoError(t, b.Flush())
+
+	err = s.Verify(ctx, n.Hash)
+	require.ErrorIs(t, err, cdc.ErrCorrupt)
+	require.Contains(t, err.Error(), victim.ID.String())
+	_, err = io.Copy(io.Discard, io.NewSectionReader(nar, 0, nar.Size()))
+	require.ErrorIs(t, err, cdc.ErrCorrupt, "a read of a corrupt chunk fails, never returns wrong bytes")
+	require.NoError(t, s.Close())
+}

@@ -1,0 +1,275 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+)
+
+// ChunkRef is one entry of a NAR's chunk list.
+type ChunkRef struct {
+	ID   ID
+	Raw  uint32 // plaintext bytes
+	Comp uint32 // bytes of the stored zstd frame
+}
+
+// FrameSource returns the stored zstd frame of a chunk, appended to dst.
+type FrameSource interface {
+	Frame(ctx context.Context, id ID, dst []byte) ([]byte, error)
+}
+
+// ErrRange reports a byte range outside the NAR.
+var ErrRange = errors.New("range outside the NAR")
+
+// NAR reassembles a NAR from its chunk list. It answers ReadAt for any byte
+// range of the raw NAR, and copies ranges of stored frames unchanged, which
+// together form a valid .nar.zst stream.
+type NAR struct {
+	chunks  []ChunkRef
+	rawEnd  []int64 // rawEnd[i] is the raw offset just past chunk i
+	compEnd []int64 // compEnd[i] is the compressed offset just past chunk i
+	src     FrameSource
+	codec   *Codec
+
+	// Window is how many chunks a sequential range read fetches and decodes
+	// ahead, in parallel.
+	Window int
+
+	mu      sync.Mutex
+	lastIdx int // chunk held in lastBuf, or -1
+	lastBuf []byte
+}
+
+// NewNAR returns a reader over chunks, fetching frames from src.
+func NewNAR(chunks []ChunkRef, src FrameSource, codec *Codec) *NAR {
+	n := &NAR{chunks: chunks, src: src, codec: codec, Window: 4, lastIdx: -1,
+		rawEnd: make([]int64, len(chunks)), compEnd: make([]int64, len(chunks))}
+	var raw, comp int64
+	for i, c := range chunks {
+		raw += int64(c.Raw)
+		comp += int64(c.Comp)
+		n.rawEnd[i], n.compEnd[i] = raw, comp
+	}
+	return n
+}
+
+// Size is the NAR's raw length.
+func (n *NAR) Size() int64 { return last(n.rawEnd) }
+
+// CompressedSize is the length of the .nar.zst stream.
+func (n *NAR) CompressedSize() int64 { return last(n.compEnd) }
+
+// Chunks returns the chunk list.
+func (n *NAR) Chunks() []ChunkRef { return n.chunks }
+
+func last(s []int64) int64 {
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)-1]
+}
+
+// locate returns the chunk holding byte off of a stream with the given end
+// offsets, and off's position inside it.
+func locate(ends []int64, off int64) (int, int64) {
+	i := sort.Search(len(ends), func(i int) bool { return ends[i] > off })
+	start := int64(0)
+	if i > 0 {
+		start = ends[i-1]
+	}
+	return i, off - start
+}
+
+// chunk fetches and decodes chunk i, appending its plaintext to dst.
+func (n *NAR) chunk(ctx context.Context, i int, dst []byte) ([]byte, error) {
+	c := n.chunks[i]
+	frame, err := n.src.Frame(ctx, c.ID, nil)
+	if err != nil {
+		return dst, fmt.Errorf("read chunk %d (%s): %w", i, c.ID, err)
+	}
+	if len(frame) != int(c.Comp) {
+		return dst, fmt.Errorf("read chunk %d (%s): %w: frame is %d bytes, want %d", i, c.ID, ErrCorrupt, len(frame), c.Comp)
+	}
+	out, err := n.codec.Decompress(dst, frame, int(c.Raw))
+	if err != nil {
+		return dst, fmt.Errorf("read chunk %d (%s): %w", i, c.ID, err)
+	}
+	return out, nil
+}
+
+// ReadAt reads len(p) bytes of the raw NAR from off. It is safe for
+// concurrent use; the most recently decoded chunk is kept for the next call.
+func (n *NAR) ReadAt(p []byte, off int64) (int, error) {
+	return n.ReadAtContext(context.Background(), p, off)
+}
+
+// ReadAtContext is ReadAt with a context for the chunk fetches.
+func (n *NAR) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read at %d: %w", off, ErrRange)
+	}
+	size := n.Size()
+	if off >= size {
+		return 0, io.EOF
+	}
+	done := 0
+	for done < len(p) && off < size {
+		i, in := locate(n.rawEnd, off)
+		buf, err := n.cached(ctx, i)
+		if err != nil {
+			return done, err
+		}
+		k := copy(p[done:], buf[in:])
+		done += k
+		off += int64(k)
+	}
+	if done < len(p) {
+		return done, io.EOF
+	}
+	return done, nil
+}
+
+// cached returns chunk i's plaintext, decoding it unless it is the last one
+// decoded. The returned slice is owned by the caller.
+func (n *NAR) cached(ctx context.Context, i int) ([]byte, error) {
+	n.mu.Lock()
+	if n.lastIdx == i {
+		b := n.lastBuf
+		n.mu.Unlock()
+		return b, nil
+	}
+	n.mu.Unlock()
+	b, err := n.chunk(ctx, i, make([]byte, 0, n.chunks[i].Raw))
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	n.lastIdx, n.lastBuf = i, b
+	n.mu.Unlock()
+	return b, nil
+}
+
+// WriteRange writes raw NAR bytes [off, off+length) to w, fetching and
+// decoding up to Window chunks ahead in parallel.
+func (n *NAR) WriteRange(ctx context.Context, w io.Writer, off, length int64) error {
+	if off < 0 || length < 0 || off+length > n.Size() {
+		return fmt.Errorf("write range %d+%d of %d: %w", off, length, n.Size(), ErrRange)
+	}
+	if length == 0 {
+		return nil
+	}
+	first, skip := locate(n.rawEnd, off)
+	lastIdx, _ := locate(n.rawEnd, off+length-1)
+	return n.ordered(ctx, first, lastIdx, func(i int, raw []byte) error {
+		if i == first {
+			raw = raw[skip:]
+		}
+		if int64(len(raw)) > length {
+			raw = raw[:length]
+		}
+		length -= int64(len(raw))
+		_, err := w.Write(raw)
+		return err
+	})
+}
+
+// ordered decodes chunks first..last with a bounded parallel window and hands
+// them to fn in order. It returns only after every decode it started ended.
+func (n *NAR) ordered(ctx context.Context, first, last int, fn func(i int, raw []byte) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	type result struct {
+		buf []byte
+		err error
+	}
+	slots := make(chan chan result, max(n.Window, 1))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(slots)
+		for i := first; i <= last; i++ {
+			ch := make(chan result, 1)
+			select {
+			case slots <- ch:
+			case <-ctx.Done():
+				return
+			}
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				b, err := n.chunk(ctx, i, make([]byte, 0, n.chunks[i].Raw))
+				ch <- result{b, err}
+			}(i)
+		}
+	}()
+	i := first
+	for ch := range slots {
+		r := <-ch
+		if r.err != nil {
+			return r.err
+		}
+		if err := fn(i, r.buf); err != nil {
+			return err
+		}
+		i++
+	}
+	if i <= last {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// WriteFrames writes the stored frames of chunks [first, last] to w, back to
+// back and unchanged: a plain copy of that part of the .nar.zst stream.
+func (n *NAR) WriteFrames(ctx context.Context, w io.Writer, first, last int) (int64, error) {
+	if first < 0 || last >= len(n.chunks) || first > last+1 {
+		return 0, fmt.Errorf("write frames %d..%d of %d: %w", first, last, len(n.chunks), ErrRange)
+	}
+	return n.WriteCompressedRange(ctx, w, n.compStart(first), n.compStart(last+1)-n.compStart(first))
+}
+
+func (n *NAR) compStart(i int) int64 {
+	if i == 0 {
+		return 0
+	}
+	return n.compEnd[i-1]
+}
+
+// WriteCompressedRange writes bytes [off, off+length) of the .nar.zst stream
+// to w, copying stored frames without decoding them.
+func (n *NAR) WriteCompressedRange(ctx context.Context, w io.Writer, off, length int64) (int64, error) {
+	if off < 0 || length < 0 || off+length > n.CompressedSize() {
+		return 0, fmt.Errorf("write compressed range %d+%d of %d: %w", off, length, n.CompressedSize(), ErrRange)
+	}
+	var written int64
+	buf := make([]byte, 0, 64<<10)
+	for length > 0 {
+		i, in := locate(n.compEnd, off)
+		c := n.chunks[i]
+		frame, err := n.src.Frame(ctx, c.ID, buf[:0])
+		if err != nil {
+			return written, fmt.Errorf("read frame %d (%s): %w", i, c.ID, err)
+		}
+		if len(frame) != int(c.Comp) {
+			return written, fmt.Errorf("read frame %d (%s): %w: %d bytes, want %d", i, c.ID, ErrCorrupt, len(frame), c.Comp)
+		}
+		part := frame[in:]
+		if int64(len(part)) > length {
+			part = part[:length]
+		}
+		k, err := w.Write(part)
+		written += int64(k)
+		if err != nil {
+			return written, err
+		}
+		off += int64(k)
+		length -= int64(k)
+		buf = frame
+	}
+	return written, nil
+}

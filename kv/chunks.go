@@ -1,0 +1,202 @@
+package kv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+
+	"cairn/cdc"
+)
+
+// ChunkOptions bound the chunk store's memory and on-disk file sizes.
+type ChunkOptions struct {
+	MemTableSize     int64 // bytes per memtable (keys and small values only)
+	IndexCacheSize   int64 // bytes of table index cache
+	ValueLogFileSize int64 // bytes per value-log file
+	Logger           *slog.Logger
+}
+
+// DefaultChunkOptions suit a small appliance: tens of MiB of RAM at most.
+var DefaultChunkOptions = ChunkOptions{
+	MemTableSize:     16 << 20,
+	IndexCacheSize:   16 << 20,
+	ValueLogFileSize: 256 << 20,
+}
+
+// ChunkStore holds chunk frames in Badger, keyed by chunk id.
+type ChunkStore struct {
+	db *badger.DB
+}
+
+// OpenChunks opens or creates the chunk store in dir.
+func OpenChunks(dir string, o ChunkOptions) (*ChunkStore, error) {
+	if o.MemTableSize == 0 {
+		o = DefaultChunkOptions
+	}
+	opts := badger.DefaultOptions(dir).
+		// Frames are already zstd: block compression would only burn CPU.
+		WithCompression(options.None).
+		// Every frame of a real chunk goes to the value log, so LSM
+		// compaction moves 40-byte pointers, never the frames themselves.
+		WithValueThreshold(64).
+		WithMemTableSize(o.MemTableSize).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBaseTableSize(4 << 20).
+		WithBlockCacheSize(0).
+		WithIndexCacheSize(o.IndexCacheSize).
+		WithValueLogFileSize(o.ValueLogFileSize).
+		WithNumCompactors(2).
+		WithNumGoroutines(2).
+		WithDetectConflicts(false).
+		WithMetricsEnabled(false).
+		// Durability comes from an explicit Sync before each manifest commit.
+		WithSyncWrites(false).
+		WithLogger(badgerLogger{o.Logger})
+	db, err := badger.Open(opts)
+	if err != nil {
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, fmt.Errorf("open chunk store %s: %w", dir, ErrLocked)
+		}
+		return nil, fmt.Errorf("open chunk store %s: %w", dir, err)
+	}
+	return &ChunkStore{db: db}, nil
+}
+
+// Close flushes and closes the chunk store.
+func (s *ChunkStore) Close() error { return s.db.Close() }
+
+// Frame appends the stored frame of chunk id to dst.
+func (s *ChunkStore) Frame(ctx context.Context, id cdc.ID, dst []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return dst, err
+	}
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(id[:])
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			dst = append(dst, v...)
+			return nil
+		})
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return dst, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return dst, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	return dst, nil
+}
+
+// Has reports whether chunk id is stored.
+func (s *ChunkStore) Has(id cdc.ID) (bool, error) {
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(id[:])
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Batch collects chunk writes. Call Flush, then ChunkStore.Sync, before any
+// index record refers to the chunks.
+type Batch struct{ wb *badger.WriteBatch }
+
+// NewBatch starts a batch of chunk writes.
+func (s *ChunkStore) NewBatch() *Batch { return &Batch{wb: s.db.NewWriteBatch()} }
+
+// Put adds a frame to the batch. The batch owns frame afterwards.
+func (b *Batch) Put(id cdc.ID, frame []byte) error {
+	if err := b.wb.Set(append([]byte(nil), id[:]...), frame); err != nil {
+		return fmt.Errorf("put chunk %s: %w", id, err)
+	}
+	return nil
+}
+
+// Flush writes the batch.
+func (b *Batch) Flush() error { return b.wb.Flush() }
+
+// Cancel abandons the batch.
+func (b *Batch) Cancel() { b.wb.Cancel() }
+
+// Sync makes every write so far durable.
+func (s *ChunkStore) Sync() error { return s.db.Sync() }
+
+// Delete removes chunks. Call it only after the index transaction that
+// dropped their last references has committed.
+func (s *ChunkStore) Delete(ids []cdc.ID) error {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, id := range ids {
+		if err := wb.Delete(append([]byte(nil), id[:]...)); err != nil {
+			return fmt.Errorf("delete chunk %s: %w", id, err)
+		}
+	}
+	return wb.Flush()
+}
+
+// ForEach calls fn with the id of every stored chunk.
+func (s *ChunkStore) ForEach(ctx context.Context, fn func(id cdc.ID) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		opt := badger.DefaultIteratorOptions
+		opt.PrefetchValues = false
+		it := txn.NewIterator(opt)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			k := it.Item().Key()
+			if len(k) != len(cdc.ID{}) {
+				continue
+			}
+			if err := fn(cdc.ID(k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// GC rewrites value-log files until none has more than discardRatio of
+// garbage, so deleted chunks give their disk space back. It returns the
+// number of files rewritten.
+func (s *ChunkStore) GC(ctx context.Context, discardRatio float64) (int, error) {
+	n := 0
+	for ctx.Err() == nil {
+		err := s.db.RunValueLogGC(discardRatio)
+		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("value log gc: %w", err)
+		}
+		n++
+	}
+	return n, ctx.Err()
+}
+
+// Size returns Badger's own estimate of its LSM and value-log bytes.
+func (s *ChunkStore) Size() (lsm, vlog int64) { return s.db.Size() }
+
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) log(level slog.Level, f string, a ...any) {
+	if b.l != nil {
+		b.l.Log(context.Background(), level, "badger: "+strings.TrimSpace(fmt.Sprintf(f, a...)))
+	}
+}
+func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a...) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a...) }
+func (b badgerLogger) Infof(string, ...any)        {}
+func (b badgerLogger) Debugf(string, ...any)       {}

@@ -1,0 +1,503 @@
+// Package kv holds cairn's embedded storage: the Badger chunk store and the
+// bbolt metadata index. It knows nothing about HTTP or Nix policy.
+package kv
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"cairn/cdc"
+)
+
+// FormatVersion is the index layout this build reads and writes.
+const FormatVersion = 1
+
+var (
+	// ErrNotFound reports a key that is not in the index.
+	ErrNotFound = errors.New("not found")
+	// ErrLocked reports a data directory opened by another process.
+	ErrLocked = errors.New("data directory is in use by another process")
+	// ErrFormat reports an index written with another format or chunker.
+	ErrFormat = errors.New("index format mismatch")
+)
+
+var (
+	bucketMeta     = []byte("meta")     // format, chunker, counters
+	bucketNarInfo  = []byte("narinfo")  // store hash -> NarInfo
+	bucketManifest = []byte("manifest") // NarHash -> Manifest
+	bucketRefs     = []byte("refs")     // chunk id -> count, size
+	bucketAtime    = []byte("atime")    // store hash -> unix seconds
+
+	keyFormat  = []byte("format")
+	keyChunker = []byte("chunker")
+	keyStats   = []byte("stats")
+)
+
+// Stats are the index-wide counters, kept in the same transactions that
+// change what they count.
+type Stats struct {
+	NarInfos      uint64 // store paths
+	NARs          uint64 // manifests
+	Chunks        uint64 // distinct referenced chunks
+	LogicalBytes  uint64 // sum of NarSize over manifests
+	PhysicalBytes uint64 // sum of stored frame sizes over distinct chunks
+}
+
+func (s *Stats) encode() []byte {
+	b := make([]byte, 0, 40)
+	for _, v := range []uint64{s.NarInfos, s.NARs, s.Chunks, s.LogicalBytes, s.PhysicalBytes} {
+		b = binary.AppendUvarint(b, v)
+	}
+	return b
+}
+
+func decodeStats(b []byte) (Stats, error) {
+	d := decoder{b: b}
+	s := Stats{d.uvarint("narinfos"), d.uvarint("nars"), d.uvarint("chunks"), d.uvarint("logical"), d.uvarint("physical")}
+	return s, d.err
+}
+
+// Index is the bbolt metadata index.
+type Index struct {
+	db *bolt.DB
+}
+
+// OpenIndex opens or creates the index at path for chunker parameters p. An
+// existing index written with another format version or other parameters is
+// refused with ErrFormat.
+func OpenIndex(path string, p cdc.Params) (*Index, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open index %s: %w (stop the running cairn, or use its admin API)", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open index %s: %w", path, err)
+	}
+	ix := &Index{db: db}
+	if err := ix.init(p); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open index %s: %w", path, err)
+	}
+	return ix, nil
+}
+
+func (ix *Index) init(p cdc.Params) error {
+	want := []byte(strconv.Itoa(FormatVersion))
+	return ix.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketNarInfo, bucketManifest, bucketRefs, bucketAtime} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		format, chunker := meta.Get(keyFormat), meta.Get(keyChunker)
+		if format == nil {
+			if err := meta.Put(keyFormat, want); err != nil {
+				return err
+			}
+			return meta.Put(keyChunker, []byte(p.String()))
+		}
+		if !bytes.Equal(format, want) {
+			return fmt.Errorf("%w: the data directory has index format %s but this cairn reads format %s; "+
+				"run the cairn release that created it, or export its paths with `cairn seed export` and import them into a new data directory",
+				ErrFormat, format, want)
+		}
+		if string(chunker) != p.String() {
+			return fmt.Errorf("%w: the data directory was chunked with %q but this cairn is configured for %q; "+
+				"chunker parameters are permanent: use the parameters the store was created with, or start a new data directory",
+				ErrFormat, chunker, p.String())
+		}
+		return nil
+	})
+}
+
+// Chunker returns the chunker parameters recorded at creation.
+func (ix *Index) Chunker() (string, error) {
+	var s string
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		s = string(tx.Bucket(bucketMeta).Get(keyChunker))
+		return nil
+	})
+	return s, err
+}
+
+// Close closes the index.
+func (ix *Index) Close() error { return ix.db.Close() }
+
+// Backup writes a consistent copy of the whole index to w while it is in use.
+func (ix *Index) Backup(w io.Writer) (int64, error) {
+	var n int64
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+func stats(tx *bolt.Tx) (Stats, error) {
+	b := tx.Bucket(bucketMeta).Get(keyStats)
+	if b == nil {
+		return Stats{}, nil
+	}
+	return decodeStats(b)
+}
+
+// Stats returns the index counters.
+func (ix *Index) Stats() (Stats, error) {
+	var s Stats
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		var err error
+		s, err = stats(tx)
+		return err
+	})
+	return s, err
+}
+
+// Manifest returns the manifest of the NAR with the given sha256.
+func (ix *Index) Manifest(narHash [32]byte) (*Manifest, error) {
+	m := new(Manifest)
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketManifest).Get(narHash[:])
+		if v == nil {
+			return ErrNotFound
+		}
+		return m.UnmarshalBinary(v)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("manifest %x: %w", narHash, err)
+	}
+	return m, nil
+}
+
+// HasManifest reports whether the NAR with the given sha256 is committed.
+func (ix *Index) HasManifest(narHash [32]byte) (bool, error) {
+	var ok bool
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketManifest).Get(narHash[:]) != nil
+		return nil
+	})
+	return ok, err
+}
+
+// NarInfo returns the narinfo record of a store hash.
+func (ix *Index) NarInfo(storeHash string) (*NarInfo, error) {
+	n := new(NarInfo)
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketNarInfo).Get([]byte(storeHash))
+		if v == nil {
+			return ErrNotFound
+		}
+		return n.UnmarshalBinary(v)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("narinfo %s: %w", storeHash, err)
+	}
+	return n, nil
+}
+
+// Referenced reports, for each id, whether the index holds a reference to
+// it, which by the commit order means the chunk is durable in the chunk store.
+func (ix *Index) Referenced(ids []cdc.ID) ([]bool, error) {
+	out := make([]bool, len(ids))
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		refs := tx.Bucket(bucketRefs)
+		for i, id := range ids {
+			out[i] = refs.Get(id[:]) != nil
+		}
+		return nil
+	})
+	return out, err
+}
+
+// RefCount returns the number of manifests that reference chunk id.
+func (ix *Index) RefCount(id cdc.ID) (uint64, error) {
+	var n uint64
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketRefs).Get(id[:])
+		if v == nil {
+			return nil
+		}
+		var err error
+		n, _, err = decodeRef(v)
+		return err
+	})
+	return n, err
+}
+
+// storeHash is the 32-character hash part of a store path.
+func storeHash(storePath string) (string, error) {
+	const prefix = "/nix/store/"
+	if len(storePath) < len(prefix)+33 || storePath[:len(prefix)] != prefix || storePath[len(prefix)+32] != '-' {
+		return "", fmt.Errorf("%w: bad store path %q", ErrBadRecord, storePath)
+	}
+	return storePath[len(prefix) : len(prefix)+32], nil
+}
+
+// CommitNAR records a NAR whose chunks are all durable in the chunk store,
+// together with its narinfo when ni is not nil, in one transaction. It
+// reports whether the manifest was new; an existing manifest is kept as is.
+func (ix *Index) CommitNAR(m *Manifest, ni *NarInfo) (bool, error) {
+	var created bool
+	err := ix.db.Update(func(tx *bolt.Tx) error {
+		st, err := stats(tx)
+		if err != nil {
+			return err
+		}
+		mb := tx.Bucket(bucketManifest)
+		if mb.Get(m.NarHash[:]) == nil {
+			created = true
+			rec, _ := m.MarshalBinary()
+			if err := mb.Put(m.NarHash[:], rec); err != nil {
+				return err
+			}
+			if err := addRefs(tx.Bucket(bucketRefs), m.Chunks, &st); err != nil {
+				return err
+			}
+			st.NARs++
+			st.LogicalBytes += m.NarSize
+		}
+		if ni != nil {
+			if ni.NarHash != m.NarHash {
+				return fmt.Errorf("narinfo %s: NarHash %x does not name manifest %x", ni.StorePath, ni.NarHash, m.NarHash)
+			}
+			if err := putNarInfo(tx, ni, &st); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keyStats, st.encode())
+	})
+	if err != nil {
+		return false, fmt.Errorf("commit nar %x: %w", m.NarHash, err)
+	}
+	return created, nil
+}
+
+// PutNarInfo stores a narinfo for a NAR that is already committed.
+func (ix *Index) PutNarInfo(ni *NarInfo) error {
+	err := ix.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketManifest).Get(ni.NarHash[:]) == nil {
+			return fmt.Errorf("nar %x: %w", ni.NarHash, ErrNotFound)
+		}
+		st, err := stats(tx)
+		if err != nil {
+			return err
+		}
+		if err := putNarInfo(tx, ni, &st); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyStats, st.encode())
+	})
+	if err != nil {
+		return fmt.Errorf("put narinfo %s: %w", ni.StorePath, err)
+	}
+	return nil
+}
+
+func putNarInfo(tx *bolt.Tx, ni *NarInfo, st *Stats) error {
+	h, err := storeHash(ni.StorePath)
+	if err != nil {
+		return err
+	}
+	b := tx.Bucket(bucketNarInfo)
+	if b.Get([]byte(h)) == nil {
+		st.NarInfos++
+	}
+	rec, _ := ni.MarshalBinary()
+	return b.Put([]byte(h), rec)
+}
+
+// addRefs takes one reference on each distinct chunk of a manifest.
+func addRefs(refs *bolt.Bucket, chunks []cdc.ChunkRef, st *Stats) error {
+	seen := make(map[cdc.ID]struct{}, len(chunks))
+	for _, c := range chunks {
+		if _, dup := seen[c.ID]; dup {
+			continue
+		}
+		seen[c.ID] = struct{}{}
+		var count uint64
+		if v := refs.Get(c.ID[:]); v != nil {
+			var err error
+			if count, _, err = decodeRef(v); err != nil {
+				return fmt.Errorf("chunk %s: %w", c.ID, err)
+			}
+		} else {
+			st.Chunks++
+			st.PhysicalBytes += uint64(c.Comp)
+		}
+		if err := refs.Put(c.ID[:], encodeRef(count+1, c.Comp)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteNarInfo removes the narinfo of a store hash. The NAR stays.
+func (ix *Index) DeleteNarInfo(storeHash string) error {
+	err := ix.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketNarInfo)
+		if b.Get([]byte(storeHash)) == nil {
+			return ErrNotFound
+		}
+		st, err := stats(tx)
+		if err != nil {
+			return err
+		}
+		st.NarInfos--
+		if err := b.Delete([]byte(storeHash)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketAtime).Delete([]byte(storeHash)); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyStats, st.encode())
+	})
+	if err != nil {
+		return fmt.Errorf("delete narinfo %s: %w", storeHash, err)
+	}
+	return nil
+}
+
+// DeleteNAR drops a manifest and its chunk references in one transaction and
+// returns the chunks whose last reference it dropped. The caller deletes
+// those from the chunk store only after this returns, never before.
+func (ix *Index) DeleteNAR(narHash [32]byte) ([]cdc.ID, error) {
+	var freed []cdc.ID
+	err := ix.db.Update(func(tx *bolt.Tx) error {
+		freed = freed[:0]
+		mb := tx.Bucket(bucketManifest)
+		v := mb.Get(narHash[:])
+		if v == nil {
+			return ErrNotFound
+		}
+		var m Manifest
+		if err := m.UnmarshalBinary(v); err != nil {
+			return err
+		}
+		st, err := stats(tx)
+		if err != nil {
+			return err
+		}
+		refs := tx.Bucket(bucketRefs)
+		seen := make(map[cdc.ID]struct{}, len(m.Chunks))
+		for _, c := range m.Chunks {
+			if _, dup := seen[c.ID]; dup {
+				continue
+			}
+			seen[c.ID] = struct{}{}
+			rv := refs.Get(c.ID[:])
+			if rv == nil {
+				return fmt.Errorf("chunk %s: reference missing", c.ID)
+			}
+			count, comp, err := decodeRef(rv)
+			if err != nil {
+				return fmt.Errorf("chunk %s: %w", c.ID, err)
+			}
+			if count <= 1 {
+				if err := refs.Delete(c.ID[:]); err != nil {
+					return err
+				}
+				st.Chunks--
+				st.PhysicalBytes -= uint64(comp)
+				freed = append(freed, c.ID)
+				continue
+			}
+			if err := refs.Put(c.ID[:], encodeRef(count-1, comp)); err != nil {
+				return err
+			}
+		}
+		st.NARs--
+		st.LogicalBytes -= m.NarSize
+		if err := mb.Delete(narHash[:]); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyStats, st.encode())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delete nar %x: %w", narHash, err)
+	}
+	return freed, nil
+}
+
+// ForEachManifest calls fn with every committed manifest, in NarHash order.
+func (ix *Index) ForEachManifest(fn func(*Manifest) error) error {
+	return ix.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketManifest).ForEach(func(_, v []byte) error {
+			var m Manifest
+			if err := m.UnmarshalBinary(v); err != nil {
+				return err
+			}
+			return fn(&m)
+		})
+	})
+}
+
+// ForEachRef calls fn with every referenced chunk and its count.
+func (ix *Index) ForEachRef(fn func(id cdc.ID, count uint64) error) error {
+	return ix.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRefs).ForEach(func(k, v []byte) error {
+			count, _, err := decodeRef(v)
+			if err != nil {
+				return err
+			}
+			return fn(cdc.ID(k), count)
+		})
+	})
+}
+
+// Touch records access times, one transaction for the whole batch.
+func (ix *Index) Touch(times map[string]int64) error {
+	if len(times) == 0 {
+		return nil
+	}
+	return ix.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAtime)
+		for h, t := range times {
+			if err := b.Put([]byte(h), binary.BigEndian.AppendUint64(nil, uint64(t))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Atime returns the recorded access time of a store hash, or 0.
+func (ix *Index) Atime(storeHash string) (int64, error) {
+	var t int64
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketAtime).Get([]byte(storeHash)); len(v) == 8 {
+			t = int64(binary.BigEndian.Uint64(v))
+		}
+		return nil
+	})
+	return t, err
+}
+
+// ChunkSize returns the stored frame size of a referenced chunk, and false
+// when no manifest references it.
+func (ix *Index) ChunkSize(id cdc.ID) (uint32, bool, error) {
+	var comp uint32
+	var ok bool
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketRefs).Get(id[:])
+		if v == nil {
+			return nil
+		}
+		var err error
+		_, comp, err = decodeRef(v)
+		ok = err == nil
+		return err
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	return comp, ok, nil
+}

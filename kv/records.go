@@ -1,0 +1,205 @@
+package kv
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"cairn/cdc"
+)
+
+// ErrBadRecord reports an index record that cannot be decoded.
+var ErrBadRecord = errors.New("malformed index record")
+
+// recordVersion prefixes every encoded record, so a later format can still
+// read older records.
+const recordVersion = 1
+
+// NarInfo is the stored metadata of one store path. Per-response fields
+// (URL, Compression, FileHash, FileSize) are derived from the manifest.
+type NarInfo struct {
+	StorePath  string   // full path, /nix/store/<hash>-<name>
+	NarHash    [32]byte // sha256 of the NAR
+	NarSize    uint64
+	References []string // basenames, as in a narinfo
+	Deriver    string   // basename of the .drv, or ""
+	CA         string
+	Sigs       []string // "name:base64", upstream's and cairn's
+	Source     string   // where it came from: an upstream URL, "upload", "seed"
+	Added      int64    // unix seconds of the commit
+}
+
+// Manifest is the stored description of one NAR: its chunks and listing.
+type Manifest struct {
+	NarHash  [32]byte
+	NarSize  uint64
+	Chunks   []cdc.ChunkRef
+	FileSize uint64   // bytes of the .nar.zst stream (sum of frame sizes)
+	FileHash [32]byte // sha256 of the .nar.zst stream
+	Listing  []byte   // the NAR listing, Nix .ls JSON compressed as one zstd frame
+}
+
+type encoder struct{ b []byte }
+
+func (e *encoder) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
+func (e *encoder) bytes(b []byte)   { e.uvarint(uint64(len(b))); e.b = append(e.b, b...) }
+func (e *encoder) str(s string)     { e.uvarint(uint64(len(s))); e.b = append(e.b, s...) }
+func (e *encoder) strs(s []string) {
+	e.uvarint(uint64(len(s)))
+	for _, x := range s {
+		e.str(x)
+	}
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: truncated at %s", ErrBadRecord, what)
+	}
+}
+
+func (d *decoder) uvarint(what string) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail(what)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) raw(n uint64, what string) []byte {
+	if d.err != nil {
+		return nil
+	}
+	if uint64(len(d.b)) < n {
+		d.fail(what)
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes(what string) []byte { return d.raw(d.uvarint(what), what) }
+func (d *decoder) str(what string) string   { return string(d.bytes(what)) }
+func (d *decoder) hash(what string) (h [32]byte) {
+	copy(h[:], d.raw(32, what))
+	return h
+}
+
+func (d *decoder) strs(what string) []string {
+	n := d.uvarint(what)
+	if n > uint64(len(d.b)) {
+		d.fail(what)
+		return nil
+	}
+	var out []string
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		out = append(out, d.str(what))
+	}
+	return out
+}
+
+func (d *decoder) version(what string) {
+	if v := d.uvarint(what); d.err == nil && v != recordVersion {
+		d.err = fmt.Errorf("%w: %s record version %d, want %d", ErrBadRecord, what, v, recordVersion)
+	}
+}
+
+// MarshalBinary encodes the narinfo record.
+func (n *NarInfo) MarshalBinary() ([]byte, error) {
+	e := encoder{b: make([]byte, 0, 256)}
+	e.uvarint(recordVersion)
+	e.str(n.StorePath)
+	e.b = append(e.b, n.NarHash[:]...)
+	e.uvarint(n.NarSize)
+	e.strs(n.References)
+	e.str(n.Deriver)
+	e.str(n.CA)
+	e.strs(n.Sigs)
+	e.str(n.Source)
+	e.uvarint(uint64(n.Added))
+	return e.b, nil
+}
+
+// UnmarshalBinary decodes a narinfo record.
+func (n *NarInfo) UnmarshalBinary(b []byte) error {
+	d := decoder{b: b}
+	d.version("narinfo")
+	*n = NarInfo{
+		StorePath:  d.str("store path"),
+		NarHash:    d.hash("nar hash"),
+		NarSize:    d.uvarint("nar size"),
+		References: d.strs("references"),
+		Deriver:    d.str("deriver"),
+		CA:         d.str("ca"),
+		Sigs:       d.strs("sigs"),
+		Source:     d.str("source"),
+		Added:      int64(d.uvarint("added")),
+	}
+	return d.err
+}
+
+// MarshalBinary encodes the manifest record.
+func (m *Manifest) MarshalBinary() ([]byte, error) {
+	e := encoder{b: make([]byte, 0, 64+len(m.Chunks)*40+len(m.Listing))}
+	e.uvarint(recordVersion)
+	e.b = append(e.b, m.NarHash[:]...)
+	e.uvarint(m.NarSize)
+	e.uvarint(uint64(len(m.Chunks)))
+	for _, c := range m.Chunks {
+		e.b = append(e.b, c.ID[:]...)
+		e.uvarint(uint64(c.Raw))
+		e.uvarint(uint64(c.Comp))
+	}
+	e.uvarint(m.FileSize)
+	e.b = append(e.b, m.FileHash[:]...)
+	e.bytes(m.Listing)
+	return e.b, nil
+}
+
+// UnmarshalBinary decodes a manifest record.
+func (m *Manifest) UnmarshalBinary(b []byte) error {
+	d := decoder{b: b}
+	d.version("manifest")
+	m.NarHash = d.hash("nar hash")
+	m.NarSize = d.uvarint("nar size")
+	n := d.uvarint("chunk count")
+	if n > uint64(len(d.b))/34 {
+		d.fail("chunk list")
+	}
+	m.Chunks = make([]cdc.ChunkRef, 0, n)
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		var c cdc.ChunkRef
+		c.ID = d.hash("chunk id")
+		c.Raw = uint32(d.uvarint("chunk raw size"))
+		c.Comp = uint32(d.uvarint("chunk size"))
+		m.Chunks = append(m.Chunks, c)
+	}
+	m.FileSize = d.uvarint("file size")
+	m.FileHash = d.hash("file hash")
+	m.Listing = d.bytes("listing")
+	return d.err
+}
+
+// refValue is a chunk's entry in the refs bucket: its reference count and
+// its stored size, so dropping the last reference can update the totals.
+func encodeRef(count uint64, comp uint32) []byte {
+	b := binary.AppendUvarint(make([]byte, 0, 16), count)
+	return binary.AppendUvarint(b, uint64(comp))
+}
+
+func decodeRef(b []byte) (count uint64, comp uint32, err error) {
+	d := decoder{b: b}
+	count = d.uvarint("ref count")
+	comp = uint32(d.uvarint("ref size"))
+	return count, comp, d.err
+}
