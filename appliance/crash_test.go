@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/require"
 
 	"cairn/appliance"
@@ -35,7 +36,9 @@ func TestMain(m *testing.M) {
 // forever, slowly, until it is killed.
 func crashChild(spec string) int {
 	parts := strings.Split(spec, "|")
-	s, err := appliance.Open(context.Background(), appliance.Config{Dir: parts[0]})
+	// Recompression runs in the background as soon as an ingest commits, so
+	// kills land in it too.
+	s, err := appliance.Open(context.Background(), appliance.Config{Dir: parts[0], RecompressDelay: time.Nanosecond, Level: zstd.SpeedFastest})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "crash child:", err)
 		return 2

@@ -39,13 +39,12 @@ type Want struct {
 type Result struct {
 	NarHash   [32]byte
 	NarSize   uint64
-	FileSize  uint64   // bytes of the .nar.zst stream
-	FileHash  [32]byte // sha256 of the .nar.zst stream
-	Chunks    int      // chunks in the NAR
-	NewChunks int      // chunks this ingest wrote
-	NewBytes  uint64   // frame bytes this ingest wrote
-	Existed   bool     // the NAR was already stored; the body was not read
-	Coalesced bool     // a concurrent ingest of the same NAR did the work
+	FileSize  uint64 // bytes of the .nar.zst stream at commit
+	Chunks    int    // chunks in the NAR
+	NewChunks int    // chunks this ingest wrote
+	NewBytes  uint64 // frame bytes this ingest wrote
+	Existed   bool   // the NAR was already stored; the body was not read
+	Coalesced bool   // a concurrent ingest of the same NAR did the work
 }
 
 // flight is an ingest in progress, shared by every caller asking for the
@@ -134,8 +133,7 @@ func (s *Store) existing(want Want) (*Result, error) {
 			return nil, err
 		}
 	}
-	return &Result{NarHash: m.NarHash, NarSize: m.NarSize, FileSize: m.FileSize, FileHash: m.FileHash,
-		Chunks: len(m.Chunks), Existed: true}, nil
+	return &Result{NarHash: m.NarHash, NarSize: m.NarSize, FileSize: m.FileSize(), Chunks: len(m.Chunks), Existed: true}, nil
 }
 
 type chunkJob struct {
@@ -151,8 +149,8 @@ type chunkDone struct {
 }
 
 // pipeline is one running ingest: the calling goroutine hashes, lists and
-// cuts the plaintext; workers hash and compress chunks and write new ones;
-// one goroutine puts the results back in order.
+// cuts the plaintext; workers hash chunks and write new ones; one goroutine
+// puts the results back in order.
 type pipeline struct {
 	s      *Store
 	ctx    context.Context
@@ -170,7 +168,6 @@ type pipeline struct {
 	pins      []cdc.ID
 	written   []cdc.ID
 	newBytes  uint64
-	fileHash  hash.Hash
 	fileSize  uint64
 	firstErr  error
 	orderDone chan struct{}
@@ -191,7 +188,6 @@ func (s *Store) ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 		jobs:      make(chan chunkJob, w),
 		results:   make(chan chunkDone, w),
 		slots:     make(chan struct{}, 4*w),
-		fileHash:  sha256.New(),
 		orderDone: make(chan struct{}),
 	}
 	var wg sync.WaitGroup
@@ -250,9 +246,8 @@ func (s *Store) ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 	if err := s.chunks.Sync(); err != nil {
 		return nil, fmt.Errorf("sync chunks: %w", err)
 	}
-	m := &kv.Manifest{NarHash: got, NarSize: size, Chunks: p.refs, FileSize: p.fileSize,
-		Listing: s.codec.Compress(nil, cdc.ListingJSON(listing.Entries()))}
-	p.fileHash.Sum(m.FileHash[:0])
+	m := &kv.Manifest{NarHash: got, NarSize: size, Chunks: p.refs,
+		Listing: s.codec.CompressFast(nil, cdc.ListingJSON(listing.Entries()))}
 	if want.Info != nil && want.Info.Added == 0 {
 		want.Info.Added = time.Now().Unix()
 	}
@@ -260,7 +255,8 @@ func (s *Store) ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 		return nil, err
 	}
 	s.unpin(p.pins)
-	return &Result{NarHash: got, NarSize: size, FileSize: m.FileSize, FileHash: m.FileHash,
+	s.kickRecompress()
+	return &Result{NarHash: got, NarSize: size, FileSize: p.fileSize,
 		Chunks: len(m.Chunks), NewChunks: len(p.written), NewBytes: p.newBytes}, nil
 }
 
@@ -319,23 +315,28 @@ func (p *pipeline) emit(chunk []byte) error {
 	}
 }
 
-// work hashes chunks, and compresses and writes those not stored yet. A
-// chunk is pinned before it is looked up, so GC cannot delete it between
-// the look-up and this ingest's commit.
+// work hashes chunks and writes those not stored yet, as stored-block
+// frames unless CompressOnIngest is set. A chunk is pinned before it is
+// looked up, so GC cannot delete it between the look-up and the commit.
 func (p *pipeline) work() {
 	for j := range p.jobs {
 		d := chunkDone{seq: j.seq}
 		id := cdc.Sum(j.raw)
 		p.s.pin(id)
 		d.ref = cdc.ChunkRef{ID: id, Raw: uint32(len(j.raw))}
-		comp, stored, err := p.s.ix.ChunkSize(id)
+		comp, level, stored, err := p.s.ix.ChunkFrame(id)
 		switch {
 		case err != nil:
 			d.err = err
 		case stored:
-			d.ref.Comp = comp
+			d.ref.Comp, d.ref.Level = comp, level
 		default:
-			d.frame = p.s.codec.Compress(nil, j.raw)
+			if p.s.cfg.CompressOnIngest {
+				d.frame = p.s.codec.Compress(nil, j.raw)
+				d.ref.Level = uint8(p.s.cfg.Level)
+			} else {
+				d.frame = cdc.Store(nil, j.raw)
+			}
 			d.ref.Comp = uint32(len(d.frame))
 			d.err = p.batch.Put(id, d.frame)
 		}
@@ -345,13 +346,11 @@ func (p *pipeline) work() {
 	}
 }
 
-// order consumes results in chunk order, building the chunk list and the
-// .nar.zst hash.
+// order consumes results in chunk order, building the chunk list.
 func (p *pipeline) order() {
 	defer close(p.orderDone)
 	pending := map[int]chunkDone{}
 	next := 0
-	var frameBuf []byte
 	for d := range p.results {
 		p.pins = append(p.pins, d.ref.ID)
 		if d.frame != nil && d.err == nil {
@@ -374,22 +373,7 @@ func (p *pipeline) order() {
 				p.fail(d.err)
 				continue
 			}
-			frame := d.frame
-			if frame == nil {
-				var err error
-				frameBuf, err = p.s.chunks.Frame(p.ctx, d.ref.ID, frameBuf[:0])
-				if err != nil {
-					p.fail(fmt.Errorf("read stored chunk: %w", err))
-					continue
-				}
-				if len(frameBuf) != int(d.ref.Comp) {
-					p.fail(fmt.Errorf("stored chunk %s: %w: frame is %d bytes, index says %d", d.ref.ID, cdc.ErrCorrupt, len(frameBuf), d.ref.Comp))
-					continue
-				}
-				frame = frameBuf
-			}
-			p.fileHash.Write(frame)
-			p.fileSize += uint64(len(frame))
+			p.fileSize += uint64(d.ref.Comp)
 			p.refs = append(p.refs, d.ref)
 		}
 	}

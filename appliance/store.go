@@ -28,20 +28,29 @@ type NarInfo = kv.NarInfo
 type Config struct {
 	Dir        string        // data directory
 	Chunker    cdc.Params    // chunker parameters for a new store; must match an existing one
-	Level      cdc.Level     // zstd level of newly written frames
-	Workers    int           // chunk hashing and compression goroutines per ingest
+	Level      cdc.Level     // zstd level frames are recompressed to (or written at, with CompressOnIngest)
+	Workers    int           // chunk hashing goroutines per ingest
 	MaxNARSize uint64        // largest NAR accepted when the expected size is unknown
 	XZ         string        // xz binary; "" looks it up on PATH, "-" forces pure Go
 	FlushEvery time.Duration // how often batched access times are written
-	ChunkOpts  kv.ChunkOptions
-	Logger     *slog.Logger
+	// CompressOnIngest writes new chunks compressed at Level right away.
+	// Otherwise ingest writes stored-block frames, which cost no compression
+	// CPU, and the recompressor rewrites them RecompressDelay later.
+	CompressOnIngest bool
+	// RecompressDelay is how long new frames keep their stored-block form,
+	// so that a client resuming a .nar.zst download with Range sees the same
+	// bytes. Negative turns background recompression off.
+	RecompressDelay time.Duration
+	ChunkOpts       kv.ChunkOptions
+	Logger          *slog.Logger
 }
 
 // Defaults for Config fields left zero.
 const (
-	DefaultLevel      = zstd.SpeedDefault
-	DefaultMaxNARSize = 64 << 30
-	DefaultFlushEvery = 30 * time.Second
+	DefaultLevel           = zstd.SpeedBestCompression
+	DefaultMaxNARSize      = 64 << 30
+	DefaultFlushEvery      = 30 * time.Second
+	DefaultRecompressDelay = 2 * time.Minute
 )
 
 func (c *Config) setDefaults() {
@@ -59,6 +68,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.FlushEvery == 0 {
 		c.FlushEvery = DefaultFlushEvery
+	}
+	if c.RecompressDelay == 0 {
+		c.RecompressDelay = DefaultRecompressDelay
 	}
 	switch c.XZ {
 	case "":
@@ -89,6 +101,7 @@ type Store struct {
 	atimeMu sync.Mutex
 	atimes  map[string]int64
 
+	kick chan struct{} // wakes the recompressor
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -130,10 +143,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		flights: map[[32]byte]*flight{},
 		pinned:  map[cdc.ID]int{},
 		atimes:  map[string]int64{},
+		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
 	s.wg.Add(1)
 	go s.flushLoop()
+	if cfg.RecompressDelay > 0 {
+		s.wg.Add(1)
+		go s.recompressLoop()
+	}
 	return s, nil
 }
 

@@ -125,23 +125,28 @@ func (c *Chunker) cut(final bool) error {
 // boundary returns the length of the chunk at the start of data, exactly as
 // jotfs/fastcdc-go does with seed 0.
 func (c *Chunker) boundary(data []byte) int {
-	if len(data) <= c.p.Min {
+	lo := c.p.Min
+	if len(data) <= lo {
 		return len(data)
 	}
 	n := min(len(data), c.p.Max)
-	data = data[:n]
+	norm := min(n, c.p.Avg)
+	maskS, maskL := c.maskS, c.maskL
 	var fp uint64
-	i := c.p.Min
-	for norm := min(n, c.p.Avg); i < norm; i++ {
-		fp = fp<<1 + gear[data[i]]
-		if fp&c.maskS == 0 {
-			return i + 1
+	// Ranging over subslices lets the compiler drop every bounds check.
+	if lo < norm {
+		for j, b := range data[lo:norm] {
+			fp = fp<<1 + gear[b]
+			if fp&maskS == 0 {
+				return lo + j + 1
+			}
 		}
+		lo = norm
 	}
-	for ; i < n; i++ {
-		fp = fp<<1 + gear[data[i]]
-		if fp&c.maskL == 0 {
-			return i + 1
+	for j, b := range data[lo:n] {
+		fp = fp<<1 + gear[b]
+		if fp&maskL == 0 {
+			return lo + j + 1
 		}
 	}
 	return n

@@ -2,11 +2,13 @@ package cdc
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"runtime"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -28,8 +30,9 @@ type Level = zstd.EncoderLevel
 // Codec turns chunks into independent zstd frames and back. It is safe for
 // concurrent use; encoders and decoders are pooled inside klauspost/zstd.
 type Codec struct {
-	enc *zstd.Encoder
-	dec *zstd.Decoder
+	enc  *zstd.Encoder
+	fast *zstd.Encoder // for metadata written on the ingest path
+	dec  *zstd.Decoder
 }
 
 // NewCodec returns a Codec that compresses at level.
@@ -47,6 +50,10 @@ func NewCodec(level Level) (*Codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new zstd encoder: %w", err)
 	}
+	fast, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, fmt.Errorf("new zstd encoder: %w", err)
+	}
 	dec, err := zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(n),
 		zstd.WithDecoderMaxMemory(1<<30),
@@ -54,12 +61,65 @@ func NewCodec(level Level) (*Codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new zstd decoder: %w", err)
 	}
-	return &Codec{enc: enc, dec: dec}, nil
+	return &Codec{enc: enc, fast: fast, dec: dec}, nil
 }
 
 // Compress appends one zstd frame holding raw to dst. The frame carries its
 // content size and an xxhash checksum, which every decode checks.
 func (c *Codec) Compress(dst, raw []byte) []byte { return c.enc.EncodeAll(raw, dst) }
+
+// Frame levels recorded in ChunkRef.Level besides zstd encoder levels.
+const (
+	// StoredLevel marks a frame made by Store (raw blocks), waiting to be
+	// recompressed.
+	StoredLevel = 0
+	// IncompressibleLevel marks a Store frame that compression would not
+	// make smaller; it stays as it is.
+	IncompressibleLevel = 255
+)
+
+// Store appends one zstd frame holding raw in stored (uncompressed) blocks,
+// with content size and checksum. It costs a copy and a hash, and it is
+// deterministic: the same plaintext always gives the same frame.
+func Store(dst, raw []byte) []byte {
+	const maxBlock = 128 << 10
+	dst = binary.LittleEndian.AppendUint32(dst, 0xFD2FB528)
+	// Frame header: single segment, content checksum, content size field
+	// of 1, 2, 4 or 8 bytes.
+	n := uint64(len(raw))
+	switch {
+	case n < 256:
+		dst = append(dst, 0x24, byte(n))
+	case n < 65536+256:
+		dst = append(dst, 0x64)
+		dst = binary.LittleEndian.AppendUint16(dst, uint16(n-256))
+	case n <= 0xFFFFFFFF:
+		dst = append(dst, 0xA4)
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(n))
+	default:
+		dst = append(dst, 0xE4)
+		dst = binary.LittleEndian.AppendUint64(dst, n)
+	}
+	rest := raw
+	for {
+		k := min(len(rest), maxBlock)
+		hdr := uint32(k) << 3 // block type 0: raw
+		if k == len(rest) {
+			hdr |= 1 // last block
+		}
+		dst = append(dst, byte(hdr), byte(hdr>>8), byte(hdr>>16))
+		dst = append(dst, rest[:k]...)
+		rest = rest[k:]
+		if len(rest) == 0 {
+			break
+		}
+	}
+	return binary.LittleEndian.AppendUint32(dst, uint32(xxhash.Sum64(raw)))
+}
+
+// CompressFast is Compress at the fastest level, for data written on the
+// ingest path where CPU matters more than bytes.
+func (c *Codec) CompressFast(dst, raw []byte) []byte { return c.fast.EncodeAll(raw, dst) }
 
 // Decompress appends the plaintext of frame to dst and checks that it is
 // rawSize bytes long; a negative rawSize skips that check.
@@ -78,5 +138,6 @@ func (c *Codec) Decompress(dst, frame []byte, rawSize int) ([]byte, error) {
 // Close releases the pooled encoders and decoders.
 func (c *Codec) Close() {
 	c.enc.Close()
+	c.fast.Close()
 	c.dec.Close()
 }

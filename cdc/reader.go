@@ -11,9 +11,10 @@ import (
 
 // ChunkRef is one entry of a NAR's chunk list.
 type ChunkRef struct {
-	ID   ID
-	Raw  uint32 // plaintext bytes
-	Comp uint32 // bytes of the stored zstd frame
+	ID    ID
+	Raw   uint32 // plaintext bytes
+	Comp  uint32 // bytes of the stored zstd frame
+	Level uint8  // how the frame was made: StoredLevel, or a zstd encoder level
 }
 
 // FrameSource returns the stored zstd frame of a chunk, appended to dst.
@@ -21,8 +22,13 @@ type FrameSource interface {
 	Frame(ctx context.Context, id ID, dst []byte) ([]byte, error)
 }
 
-// ErrRange reports a byte range outside the NAR.
-var ErrRange = errors.New("range outside the NAR")
+var (
+	// ErrRange reports a byte range outside the NAR.
+	ErrRange = errors.New("range outside the NAR")
+	// ErrFrameChanged reports a stored frame that is no longer the one whose
+	// size a .nar.zst response promised.
+	ErrFrameChanged = errors.New("stored frame changed")
+)
 
 // NAR reassembles a NAR from its chunk list. It answers ReadAt for any byte
 // range of the raw NAR, and copies ranges of stored frames unchanged, which
@@ -41,11 +47,14 @@ type NAR struct {
 	mu      sync.Mutex
 	lastIdx int // chunk held in lastBuf, or -1
 	lastBuf []byte
+
+	frames sync.Pool // *[]byte scratch for fetched frames
+	plains sync.Pool // *[]byte for decoded chunks handed through ordered
 }
 
 // NewNAR returns a reader over chunks, fetching frames from src.
 func NewNAR(chunks []ChunkRef, src FrameSource, codec *Codec) *NAR {
-	n := &NAR{chunks: chunks, src: src, codec: codec, Window: 4, lastIdx: -1,
+	n := &NAR{chunks: chunks, src: src, codec: codec, Window: 8, lastIdx: -1,
 		rawEnd: make([]int64, len(chunks)), compEnd: make([]int64, len(chunks))}
 	var raw, comp int64
 	for i, c := range chunks {
@@ -86,18 +95,31 @@ func locate(ends []int64, off int64) (int, int64) {
 // chunk fetches and decodes chunk i, appending its plaintext to dst.
 func (n *NAR) chunk(ctx context.Context, i int, dst []byte) ([]byte, error) {
 	c := n.chunks[i]
-	frame, err := n.src.Frame(ctx, c.ID, nil)
+	// The frame may have been recompressed since the NAR was opened: its
+	// plaintext is the same, so any stored frame of this chunk will do.
+	fb := n.scratch(&n.frames, int(c.Comp))
+	defer n.frames.Put(fb)
+	frame, err := n.src.Frame(ctx, c.ID, (*fb)[:0])
 	if err != nil {
 		return dst, fmt.Errorf("read chunk %d (%s): %w", i, c.ID, err)
 	}
-	if len(frame) != int(c.Comp) {
-		return dst, fmt.Errorf("read chunk %d (%s): %w: frame is %d bytes, want %d", i, c.ID, ErrCorrupt, len(frame), c.Comp)
-	}
+	*fb = frame
 	out, err := n.codec.Decompress(dst, frame, int(c.Raw))
 	if err != nil {
 		return dst, fmt.Errorf("read chunk %d (%s): %w", i, c.ID, err)
 	}
 	return out, nil
+}
+
+// scratch returns a pooled buffer with room for at least size bytes.
+func (n *NAR) scratch(pool *sync.Pool, size int) *[]byte {
+	b, _ := pool.Get().(*[]byte)
+	if b == nil || cap(*b) < size {
+		nb := make([]byte, 0, max(size, 64<<10))
+		b = &nb
+	}
+	*b = (*b)[:0]
+	return b
 }
 
 // ReadAt reads len(p) bytes of the raw NAR from off. It is safe for
@@ -177,14 +199,15 @@ func (n *NAR) WriteRange(ctx context.Context, w io.Writer, off, length int64) er
 }
 
 // ordered decodes chunks first..last with a bounded parallel window and hands
-// them to fn in order. It returns only after every decode it started ended.
+// them to fn in order; the slice fn gets is reused after fn returns. It
+// returns only after every decode it started ended.
 func (n *NAR) ordered(ctx context.Context, first, last int, fn func(i int, raw []byte) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
 	type result struct {
-		buf []byte
+		buf *[]byte
 		err error
 	}
 	slots := make(chan chan result, max(n.Window, 1))
@@ -202,7 +225,9 @@ func (n *NAR) ordered(ctx context.Context, first, last int, fn func(i int, raw [
 			wg.Add(1)
 			go func(i int) {
 				defer wg.Done()
-				b, err := n.chunk(ctx, i, make([]byte, 0, n.chunks[i].Raw))
+				b := n.scratch(&n.plains, int(n.chunks[i].Raw))
+				out, err := n.chunk(ctx, i, *b)
+				*b = out
 				ch <- result{b, err}
 			}(i)
 		}
@@ -213,7 +238,9 @@ func (n *NAR) ordered(ctx context.Context, first, last int, fn func(i int, raw [
 		if r.err != nil {
 			return r.err
 		}
-		if err := fn(i, r.buf); err != nil {
+		err := fn(i, *r.buf)
+		n.plains.Put(r.buf)
+		if err != nil {
 			return err
 		}
 		i++
@@ -256,7 +283,9 @@ func (n *NAR) WriteCompressedRange(ctx context.Context, w io.Writer, off, length
 			return written, fmt.Errorf("read frame %d (%s): %w", i, c.ID, err)
 		}
 		if len(frame) != int(c.Comp) {
-			return written, fmt.Errorf("read frame %d (%s): %w: %d bytes, want %d", i, c.ID, ErrCorrupt, len(frame), c.Comp)
+			if frame, err = n.promised(c, frame); err != nil {
+				return written, fmt.Errorf("read frame %d (%s): %w", i, c.ID, err)
+			}
 		}
 		part := frame[in:]
 		if int64(len(part)) > length {
@@ -272,4 +301,22 @@ func (n *NAR) WriteCompressedRange(ctx context.Context, w io.Writer, off, length
 		buf = frame
 	}
 	return written, nil
+}
+
+// promised rebuilds the frame a response promised when the stored one has
+// since been recompressed. Recompression only replaces stored-block frames,
+// and those are a pure function of the plaintext.
+func (n *NAR) promised(c ChunkRef, current []byte) ([]byte, error) {
+	if c.Level != StoredLevel {
+		return nil, fmt.Errorf("%w: %d bytes, promised %d", ErrFrameChanged, len(current), c.Comp)
+	}
+	raw, err := n.codec.Decompress(nil, current, int(c.Raw))
+	if err != nil {
+		return nil, err
+	}
+	frame := Store(nil, raw)
+	if len(frame) != int(c.Comp) {
+		return nil, fmt.Errorf("%w: rebuilt %d bytes, promised %d", ErrFrameChanged, len(frame), c.Comp)
+	}
+	return frame, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -25,12 +26,16 @@ type ChunkOptions struct {
 var DefaultChunkOptions = ChunkOptions{
 	MemTableSize:     16 << 20,
 	IndexCacheSize:   16 << 20,
-	ValueLogFileSize: 256 << 20,
+	ValueLogFileSize: 64 << 20,
 }
 
 // ChunkStore holds chunk frames in Badger, keyed by chunk id.
 type ChunkStore struct {
 	db *badger.DB
+	// writeMu is held shared by every open batch and delete, and exclusively
+	// while Reclaim flushes the memtable: Badger fails writes made during
+	// that flush instead of making them wait.
+	writeMu sync.RWMutex
 }
 
 // OpenChunks opens or creates the chunk store in dir.
@@ -109,11 +114,18 @@ func (s *ChunkStore) Has(id cdc.ID) (bool, error) {
 }
 
 // Batch collects chunk writes. Call Flush, then ChunkStore.Sync, before any
-// index record refers to the chunks.
-type Batch struct{ wb *badger.WriteBatch }
+// index record refers to the chunks; Flush or Cancel ends the batch.
+type Batch struct {
+	wb   *badger.WriteBatch
+	done sync.Once
+	end  func()
+}
 
 // NewBatch starts a batch of chunk writes.
-func (s *ChunkStore) NewBatch() *Batch { return &Batch{wb: s.db.NewWriteBatch()} }
+func (s *ChunkStore) NewBatch() *Batch {
+	s.writeMu.RLock()
+	return &Batch{wb: s.db.NewWriteBatch(), end: s.writeMu.RUnlock}
+}
 
 // Put adds a frame to the batch. The batch owns frame afterwards.
 func (b *Batch) Put(id cdc.ID, frame []byte) error {
@@ -123,11 +135,23 @@ func (b *Batch) Put(id cdc.ID, frame []byte) error {
 	return nil
 }
 
-// Flush writes the batch.
-func (b *Batch) Flush() error { return b.wb.Flush() }
+// Flush writes the batch and ends it.
+func (b *Batch) Flush() error {
+	err := errors.New("batch already ended")
+	b.done.Do(func() {
+		err = b.wb.Flush()
+		b.end()
+	})
+	return err
+}
 
-// Cancel abandons the batch.
-func (b *Batch) Cancel() { b.wb.Cancel() }
+// Cancel abandons the batch unless it has ended already.
+func (b *Batch) Cancel() {
+	b.done.Do(func() {
+		b.wb.Cancel()
+		b.end()
+	})
+}
 
 // Sync makes every write so far durable.
 func (s *ChunkStore) Sync() error { return s.db.Sync() }
@@ -135,6 +159,8 @@ func (s *ChunkStore) Sync() error { return s.db.Sync() }
 // Delete removes chunks. Call it only after the index transaction that
 // dropped their last references has committed.
 func (s *ChunkStore) Delete(ids []cdc.ID) error {
+	s.writeMu.RLock()
+	defer s.writeMu.RUnlock()
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, id := range ids {
@@ -168,9 +194,40 @@ func (s *ChunkStore) ForEach(ctx context.Context, fn func(id cdc.ID) error) erro
 	})
 }
 
+// flushKey is a key no chunk can have (ids are 32 bytes); writing and
+// dropping it is how Reclaim makes Badger flush its memtable on demand.
+var flushKey = []byte("\x00cairn-flush")
+
+// Reclaim gives the disk space of deleted and overwritten frames back. Badger
+// learns which value-log bytes are dead only when its LSM tree compacts, and
+// a memtable of 40-byte pointers rarely fills, so Reclaim flushes the
+// memtable, compacts the tree, then rewrites every value-log file with more
+// than discardRatio of dead bytes. It returns the number of files rewritten.
+func (s *ChunkStore) Reclaim(ctx context.Context, discardRatio float64) (int, error) {
+	if err := s.flushMemtable(); err != nil {
+		return 0, err
+	}
+	if err := s.db.Flatten(1); err != nil {
+		return 0, fmt.Errorf("reclaim: compact: %w", err)
+	}
+	return s.GC(ctx, discardRatio)
+}
+
+func (s *ChunkStore) flushMemtable() error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(flushKey, nil) }); err != nil {
+		return fmt.Errorf("reclaim: %w", err)
+	}
+	if err := s.db.DropPrefix(flushKey); err != nil {
+		return fmt.Errorf("reclaim: flush memtable: %w", err)
+	}
+	return nil
+}
+
 // GC rewrites value-log files until none has more than discardRatio of
-// garbage, so deleted chunks give their disk space back. It returns the
-// number of files rewritten.
+// dead bytes by Badger's current discard stats. It returns the number of
+// files rewritten.
 func (s *ChunkStore) GC(ctx context.Context, discardRatio float64) (int, error) {
 	n := 0
 	for ctx.Err() == nil {

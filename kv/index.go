@@ -30,11 +30,12 @@ var (
 )
 
 var (
-	bucketMeta     = []byte("meta")     // format, chunker, counters
-	bucketNarInfo  = []byte("narinfo")  // store hash -> NarInfo
-	bucketManifest = []byte("manifest") // NarHash -> Manifest
-	bucketRefs     = []byte("refs")     // chunk id -> count, size
-	bucketAtime    = []byte("atime")    // store hash -> unix seconds
+	bucketMeta     = []byte("meta")       // format, chunker, counters
+	bucketNarInfo  = []byte("narinfo")    // store hash -> NarInfo
+	bucketManifest = []byte("manifest")   // NarHash -> Manifest
+	bucketRefs     = []byte("refs")       // chunk id -> count, size
+	bucketAtime    = []byte("atime")      // store hash -> unix seconds
+	bucketQueue    = []byte("recompress") // commit time (8 bytes BE) + NarHash -> ""
 
 	keyFormat  = []byte("format")
 	keyChunker = []byte("chunker")
@@ -92,7 +93,7 @@ func OpenIndex(path string, p cdc.Params) (*Index, error) {
 func (ix *Index) init(p cdc.Params) error {
 	want := []byte(strconv.Itoa(FormatVersion))
 	return ix.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketNarInfo, bucketManifest, bucketRefs, bucketAtime} {
+		for _, b := range [][]byte{bucketMeta, bucketNarInfo, bucketManifest, bucketRefs, bucketAtime, bucketQueue} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -170,12 +171,31 @@ func (ix *Index) Manifest(narHash [32]byte) (*Manifest, error) {
 		if v == nil {
 			return ErrNotFound
 		}
-		return m.UnmarshalBinary(v)
+		if err := m.UnmarshalBinary(v); err != nil {
+			return err
+		}
+		return fillFrames(tx.Bucket(bucketRefs), m.Chunks)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("manifest %x: %w", narHash, err)
 	}
 	return m, nil
+}
+
+// fillFrames sets each chunk's frame size and level from its ref entry.
+func fillFrames(refs *bolt.Bucket, chunks []cdc.ChunkRef) error {
+	for i := range chunks {
+		v := refs.Get(chunks[i].ID[:])
+		if v == nil {
+			return fmt.Errorf("chunk %s: reference missing", chunks[i].ID)
+		}
+		r, err := decodeRef(v)
+		if err != nil {
+			return fmt.Errorf("chunk %s: %w", chunks[i].ID, err)
+		}
+		chunks[i].Comp, chunks[i].Level = r.comp, r.level
+	}
+	return nil
 }
 
 // HasManifest reports whether the NAR with the given sha256 is committed.
@@ -204,20 +224,6 @@ func (ix *Index) NarInfo(storeHash string) (*NarInfo, error) {
 	return n, nil
 }
 
-// Referenced reports, for each id, whether the index holds a reference to
-// it, which by the commit order means the chunk is durable in the chunk store.
-func (ix *Index) Referenced(ids []cdc.ID) ([]bool, error) {
-	out := make([]bool, len(ids))
-	err := ix.db.View(func(tx *bolt.Tx) error {
-		refs := tx.Bucket(bucketRefs)
-		for i, id := range ids {
-			out[i] = refs.Get(id[:]) != nil
-		}
-		return nil
-	})
-	return out, err
-}
-
 // RefCount returns the number of manifests that reference chunk id.
 func (ix *Index) RefCount(id cdc.ID) (uint64, error) {
 	var n uint64
@@ -226,8 +232,8 @@ func (ix *Index) RefCount(id cdc.ID) (uint64, error) {
 		if v == nil {
 			return nil
 		}
-		var err error
-		n, _, err = decodeRef(v)
+		r, err := decodeRef(v)
+		n = r.count
 		return err
 	})
 	return n, err
@@ -259,8 +265,15 @@ func (ix *Index) CommitNAR(m *Manifest, ni *NarInfo) (bool, error) {
 			if err := mb.Put(m.NarHash[:], rec); err != nil {
 				return err
 			}
-			if err := addRefs(tx.Bucket(bucketRefs), m.Chunks, &st); err != nil {
+			stored, err := addRefs(tx.Bucket(bucketRefs), m.Chunks, &st)
+			if err != nil {
 				return err
+			}
+			if stored {
+				key := binary.BigEndian.AppendUint64(make([]byte, 0, 40), uint64(time.Now().UnixNano()))
+				if err := tx.Bucket(bucketQueue).Put(append(key, m.NarHash[:]...), nil); err != nil {
+					return err
+				}
 			}
 			st.NARs++
 			st.LogicalBytes += m.NarSize
@@ -315,29 +328,34 @@ func putNarInfo(tx *bolt.Tx, ni *NarInfo, st *Stats) error {
 	return b.Put([]byte(h), rec)
 }
 
-// addRefs takes one reference on each distinct chunk of a manifest.
-func addRefs(refs *bolt.Bucket, chunks []cdc.ChunkRef, st *Stats) error {
+// addRefs takes one reference on each distinct chunk of a manifest; a new
+// entry records the frame size and level the ingest wrote. It reports
+// whether any of the chunks is held in stored-block frames.
+func addRefs(refs *bolt.Bucket, chunks []cdc.ChunkRef, st *Stats) (bool, error) {
 	seen := make(map[cdc.ID]struct{}, len(chunks))
+	stored := false
 	for _, c := range chunks {
 		if _, dup := seen[c.ID]; dup {
 			continue
 		}
 		seen[c.ID] = struct{}{}
-		var count uint64
+		r := ref{comp: c.Comp, level: c.Level}
 		if v := refs.Get(c.ID[:]); v != nil {
 			var err error
-			if count, _, err = decodeRef(v); err != nil {
-				return fmt.Errorf("chunk %s: %w", c.ID, err)
+			if r, err = decodeRef(v); err != nil {
+				return false, fmt.Errorf("chunk %s: %w", c.ID, err)
 			}
 		} else {
 			st.Chunks++
 			st.PhysicalBytes += uint64(c.Comp)
 		}
-		if err := refs.Put(c.ID[:], encodeRef(count+1, c.Comp)); err != nil {
-			return err
+		r.count++
+		stored = stored || r.level == cdc.StoredLevel
+		if err := refs.Put(c.ID[:], r.encode()); err != nil {
+			return false, err
 		}
 	}
-	return nil
+	return stored, nil
 }
 
 // DeleteNarInfo removes the narinfo of a store hash. The NAR stays.
@@ -397,20 +415,21 @@ func (ix *Index) DeleteNAR(narHash [32]byte) ([]cdc.ID, error) {
 			if rv == nil {
 				return fmt.Errorf("chunk %s: reference missing", c.ID)
 			}
-			count, comp, err := decodeRef(rv)
+			r, err := decodeRef(rv)
 			if err != nil {
 				return fmt.Errorf("chunk %s: %w", c.ID, err)
 			}
-			if count <= 1 {
+			if r.count <= 1 {
 				if err := refs.Delete(c.ID[:]); err != nil {
 					return err
 				}
 				st.Chunks--
-				st.PhysicalBytes -= uint64(comp)
+				st.PhysicalBytes -= uint64(r.comp)
 				freed = append(freed, c.ID)
 				continue
 			}
-			if err := refs.Put(c.ID[:], encodeRef(count-1, comp)); err != nil {
+			r.count--
+			if err := refs.Put(c.ID[:], r.encode()); err != nil {
 				return err
 			}
 		}
@@ -428,11 +447,16 @@ func (ix *Index) DeleteNAR(narHash [32]byte) ([]cdc.ID, error) {
 }
 
 // ForEachManifest calls fn with every committed manifest, in NarHash order.
+// fn runs inside a read transaction and must not write to the index.
 func (ix *Index) ForEachManifest(fn func(*Manifest) error) error {
 	return ix.db.View(func(tx *bolt.Tx) error {
+		refs := tx.Bucket(bucketRefs)
 		return tx.Bucket(bucketManifest).ForEach(func(_, v []byte) error {
 			var m Manifest
 			if err := m.UnmarshalBinary(v); err != nil {
+				return err
+			}
+			if err := fillFrames(refs, m.Chunks); err != nil {
 				return err
 			}
 			return fn(&m)
@@ -444,11 +468,11 @@ func (ix *Index) ForEachManifest(fn func(*Manifest) error) error {
 func (ix *Index) ForEachRef(fn func(id cdc.ID, count uint64) error) error {
 	return ix.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRefs).ForEach(func(k, v []byte) error {
-			count, _, err := decodeRef(v)
+			r, err := decodeRef(v)
 			if err != nil {
 				return err
 			}
-			return fn(cdc.ID(k), count)
+			return fn(cdc.ID(k), r.count)
 		})
 	})
 }
@@ -481,23 +505,97 @@ func (ix *Index) Atime(storeHash string) (int64, error) {
 	return t, err
 }
 
-// ChunkSize returns the stored frame size of a referenced chunk, and false
-// when no manifest references it.
-func (ix *Index) ChunkSize(id cdc.ID) (uint32, bool, error) {
-	var comp uint32
-	var ok bool
-	err := ix.db.View(func(tx *bolt.Tx) error {
+// ChunkFrame returns the stored frame size and level of a referenced
+// chunk, and false when no manifest references it.
+func (ix *Index) ChunkFrame(id cdc.ID) (comp uint32, level uint8, ok bool, err error) {
+	err = ix.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketRefs).Get(id[:])
 		if v == nil {
 			return nil
 		}
-		var err error
-		_, comp, err = decodeRef(v)
-		ok = err == nil
+		r, err := decodeRef(v)
+		comp, level, ok = r.comp, r.level, err == nil
 		return err
 	})
 	if err != nil {
-		return 0, false, fmt.Errorf("chunk %s: %w", id, err)
+		return 0, 0, false, fmt.Errorf("chunk %s: %w", id, err)
 	}
-	return comp, ok, nil
+	return comp, level, ok, nil
+}
+
+// QueueItem is a committed NAR waiting for its stored-block frames to be
+// recompressed.
+type QueueItem struct {
+	Key     []byte
+	NarHash [32]byte
+	Queued  time.Time
+}
+
+// DueRecompress returns up to limit queued NARs committed before cutoff,
+// oldest first.
+func (ix *Index) DueRecompress(cutoff time.Time, limit int) ([]QueueItem, error) {
+	var out []QueueItem
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketQueue).Cursor()
+		for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
+			if len(k) != 40 {
+				continue
+			}
+			at := time.Unix(0, int64(binary.BigEndian.Uint64(k)))
+			if !at.Before(cutoff) {
+				break
+			}
+			out = append(out, QueueItem{Key: bytes.Clone(k), NarHash: [32]byte(k[8:]), Queued: at})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// FrameUpdate replaces a chunk's stored-block frame size with the size and
+// level of the frame that now holds it.
+type FrameUpdate struct {
+	ID    cdc.ID
+	From  uint32 // the stored-block frame's size, as recorded
+	Comp  uint32
+	Level uint8
+}
+
+// FinishRecompress records recompressed frames, already durable in the
+// chunk store, and removes the queue entry, in one transaction. An update
+// whose chunk is gone or no longer recorded as From is skipped.
+func (ix *Index) FinishRecompress(key []byte, updates []FrameUpdate) error {
+	err := ix.db.Update(func(tx *bolt.Tx) error {
+		st, err := stats(tx)
+		if err != nil {
+			return err
+		}
+		refs := tx.Bucket(bucketRefs)
+		for _, u := range updates {
+			v := refs.Get(u.ID[:])
+			if v == nil {
+				continue
+			}
+			r, err := decodeRef(v)
+			if err != nil {
+				return fmt.Errorf("chunk %s: %w", u.ID, err)
+			}
+			if r.level != cdc.StoredLevel || r.comp != u.From {
+				continue
+			}
+			st.PhysicalBytes = st.PhysicalBytes - uint64(r.comp) + uint64(u.Comp)
+			r.comp, r.level = u.Comp, u.Level
+			if err := refs.Put(u.ID[:], r.encode()); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketQueue).Delete(key); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyStats, st.encode())
+	})
+	if err != nil {
+		return fmt.Errorf("finish recompress: %w", err)
+	}
+	return nil
 }

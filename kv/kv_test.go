@@ -2,8 +2,11 @@ package kv_test
 
 import (
 	"context"
+	"io/fs"
 	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
@@ -25,8 +28,9 @@ func TestRecordsRoundTrip(t *testing.T) {
 	require.NoError(t, got.UnmarshalBinary(b))
 	require.Equal(t, *ni, got)
 
-	m := &kv.Manifest{NarHash: [32]byte{2}, NarSize: 300, FileSize: 120, FileHash: [32]byte{3}, Listing: []byte("ls"),
-		Chunks: []cdc.ChunkRef{{ID: id(1), Raw: 100, Comp: 40}, {ID: id(2), Raw: 200, Comp: 80}}}
+	// Frame sizes live in the ref entries, not in the manifest record.
+	m := &kv.Manifest{NarHash: [32]byte{2}, NarSize: 300, Listing: []byte("ls"),
+		Chunks: []cdc.ChunkRef{{ID: id(1), Raw: 100}, {ID: id(2), Raw: 200}}}
 	b, err = m.MarshalBinary()
 	require.NoError(t, err)
 	var gm kv.Manifest
@@ -61,6 +65,11 @@ func TestIndexRefcountsAndStats(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 2, n)
 
+	got, err := ix.Manifest(b.NarHash)
+	require.NoError(t, err)
+	require.Equal(t, b.Chunks, got.Chunks, "frame sizes come back from the ref entries")
+	require.EqualValues(t, 200, got.FileSize())
+
 	freed, err := ix.DeleteNAR(b.NarHash)
 	require.NoError(t, err)
 	require.Equal(t, []cdc.ID{id(3)}, freed, "only the chunk b alone held")
@@ -75,9 +84,42 @@ func TestIndexRefcountsAndStats(t *testing.T) {
 	require.ErrorIs(t, ix.PutNarInfo(ni), kv.ErrNotFound)
 	ni.NarHash = a.NarHash
 	require.NoError(t, ix.PutNarInfo(ni))
-	got, err := ix.NarInfo("00000000000000000000000000000000")
+	gotInfo, err := ix.NarInfo("00000000000000000000000000000000")
 	require.NoError(t, err)
-	require.Equal(t, a.NarHash, got.NarHash)
+	require.Equal(t, a.NarHash, gotInfo.NarHash)
+}
+
+func TestRecompressQueue(t *testing.T) {
+	ix, err := kv.OpenIndex(filepath.Join(t.TempDir(), "index.db"), cdc.DefaultParams)
+	require.NoError(t, err)
+	defer ix.Close()
+	stored := &kv.Manifest{NarHash: [32]byte{1}, NarSize: 10, Chunks: []cdc.ChunkRef{{ID: id(1), Raw: 10, Comp: 25, Level: cdc.StoredLevel}}}
+	packed := &kv.Manifest{NarHash: [32]byte{2}, NarSize: 10, Chunks: []cdc.ChunkRef{{ID: id(2), Raw: 10, Comp: 5, Level: 4}}}
+	for _, m := range []*kv.Manifest{stored, packed} {
+		_, err := ix.CommitNAR(m, nil)
+		require.NoError(t, err)
+	}
+	due, err := ix.DueRecompress(time.Now().Add(time.Second), 10)
+	require.NoError(t, err)
+	require.Len(t, due, 1, "only a NAR with stored-block frames is queued")
+	require.Equal(t, stored.NarHash, due[0].NarHash)
+	none, err := ix.DueRecompress(due[0].Queued, 10)
+	require.NoError(t, err)
+	require.Empty(t, none, "not due before its delay")
+
+	require.NoError(t, ix.FinishRecompress(due[0].Key, []kv.FrameUpdate{
+		{ID: id(1), From: 25, Comp: 12, Level: 4},
+		{ID: id(2), From: 99, Comp: 1, Level: 4}, // stale: skipped
+	}))
+	m, err := ix.Manifest(stored.NarHash)
+	require.NoError(t, err)
+	require.Equal(t, cdc.ChunkRef{ID: id(1), Raw: 10, Comp: 12, Level: 4}, m.Chunks[0])
+	st, err := ix.Stats()
+	require.NoError(t, err)
+	require.EqualValues(t, 12+5, st.PhysicalBytes)
+	due, err = ix.DueRecompress(time.Now().Add(time.Second), 10)
+	require.NoError(t, err)
+	require.Empty(t, due)
 }
 
 func TestIndexRefusesOtherFormat(t *testing.T) {
@@ -96,13 +138,14 @@ func TestIndexRefusesOtherFormat(t *testing.T) {
 	require.Contains(t, err.Error(), "index format 999")
 }
 
-func TestChunkStoreGCGivesSpaceBack(t *testing.T) {
-	s, err := kv.OpenChunks(t.TempDir(), kv.ChunkOptions{MemTableSize: 1 << 20, IndexCacheSize: 1 << 20, ValueLogFileSize: 1 << 20})
+func TestChunkStoreReclaimGivesSpaceBack(t *testing.T) {
+	dir := t.TempDir()
+	s, err := kv.OpenChunks(dir, kv.ChunkOptions{MemTableSize: 4 << 20, IndexCacheSize: 1 << 20, ValueLogFileSize: 1 << 20})
 	require.NoError(t, err)
 	defer s.Close()
 	var ids []cdc.ID
 	b := s.NewBatch()
-	for i := range 200 {
+	for i := range 400 {
 		frame := make([]byte, 32<<10)
 		frame[0] = byte(i)
 		ids = append(ids, cdc.ID{byte(i), byte(i >> 8), 1})
@@ -113,9 +156,35 @@ func TestChunkStoreGCGivesSpaceBack(t *testing.T) {
 	ok, err := s.Has(ids[7])
 	require.NoError(t, err)
 	require.True(t, ok)
-	require.NoError(t, s.Delete(ids))
+	full := dirSize(t, dir)
+
+	require.NoError(t, s.Delete(ids[:390]))
 	_, err = s.Frame(context.Background(), ids[7], nil)
 	require.ErrorIs(t, err, kv.ErrNotFound)
-	_, err = s.GC(context.Background(), 0.5)
+	rewrote, err := s.Reclaim(context.Background(), 0.5)
 	require.NoError(t, err)
+	require.Positive(t, rewrote)
+	after := dirSize(t, dir)
+	require.Less(t, after, full/2, "disk use falls after deletes: %d -> %d", full, after)
+	for _, id := range ids[390:] {
+		f, err := s.Frame(context.Background(), id, nil)
+		require.NoError(t, err, "live frames survive the rewrite")
+		require.Len(t, f, 32<<10)
+	}
+}
+
+func dirSize(t *testing.T, dir string) int64 {
+	var total int64
+	require.NoError(t, filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		var st syscall.Stat_t
+		if err := syscall.Stat(path, &st); err != nil {
+			return err
+		}
+		total += st.Blocks * 512
+		return nil
+	}))
+	return total
 }

@@ -30,13 +30,23 @@ type NarInfo struct {
 }
 
 // Manifest is the stored description of one NAR: its chunks and listing.
+// A chunk's frame size and level are not part of the record: they live in
+// the chunk's reference entry, the one place background recompression
+// changes, and Index.Manifest fills them in.
 type Manifest struct {
-	NarHash  [32]byte
-	NarSize  uint64
-	Chunks   []cdc.ChunkRef
-	FileSize uint64   // bytes of the .nar.zst stream (sum of frame sizes)
-	FileHash [32]byte // sha256 of the .nar.zst stream
-	Listing  []byte   // the NAR listing, Nix .ls JSON compressed as one zstd frame
+	NarHash [32]byte
+	NarSize uint64
+	Chunks  []cdc.ChunkRef
+	Listing []byte // the NAR listing, Nix .ls JSON compressed as one zstd frame
+}
+
+// FileSize is the length of the NAR's .nar.zst stream: its frames' sizes.
+func (m *Manifest) FileSize() uint64 {
+	var n uint64
+	for _, c := range m.Chunks {
+		n += uint64(c.Comp)
+	}
+	return n
 }
 
 type encoder struct{ b []byte }
@@ -150,7 +160,7 @@ func (n *NarInfo) UnmarshalBinary(b []byte) error {
 
 // MarshalBinary encodes the manifest record.
 func (m *Manifest) MarshalBinary() ([]byte, error) {
-	e := encoder{b: make([]byte, 0, 64+len(m.Chunks)*40+len(m.Listing))}
+	e := encoder{b: make([]byte, 0, 64+len(m.Chunks)*36+len(m.Listing))}
 	e.uvarint(recordVersion)
 	e.b = append(e.b, m.NarHash[:]...)
 	e.uvarint(m.NarSize)
@@ -158,10 +168,7 @@ func (m *Manifest) MarshalBinary() ([]byte, error) {
 	for _, c := range m.Chunks {
 		e.b = append(e.b, c.ID[:]...)
 		e.uvarint(uint64(c.Raw))
-		e.uvarint(uint64(c.Comp))
 	}
-	e.uvarint(m.FileSize)
-	e.b = append(e.b, m.FileHash[:]...)
 	e.bytes(m.Listing)
 	return e.b, nil
 }
@@ -173,7 +180,7 @@ func (m *Manifest) UnmarshalBinary(b []byte) error {
 	m.NarHash = d.hash("nar hash")
 	m.NarSize = d.uvarint("nar size")
 	n := d.uvarint("chunk count")
-	if n > uint64(len(d.b))/34 {
+	if n > uint64(len(d.b))/33 {
 		d.fail("chunk list")
 	}
 	m.Chunks = make([]cdc.ChunkRef, 0, n)
@@ -181,25 +188,31 @@ func (m *Manifest) UnmarshalBinary(b []byte) error {
 		var c cdc.ChunkRef
 		c.ID = d.hash("chunk id")
 		c.Raw = uint32(d.uvarint("chunk raw size"))
-		c.Comp = uint32(d.uvarint("chunk size"))
 		m.Chunks = append(m.Chunks, c)
 	}
-	m.FileSize = d.uvarint("file size")
-	m.FileHash = d.hash("file hash")
 	m.Listing = d.bytes("listing")
 	return d.err
 }
 
-// refValue is a chunk's entry in the refs bucket: its reference count and
-// its stored size, so dropping the last reference can update the totals.
-func encodeRef(count uint64, comp uint32) []byte {
-	b := binary.AppendUvarint(make([]byte, 0, 16), count)
-	return binary.AppendUvarint(b, uint64(comp))
+// ref is a chunk's entry in the refs bucket: how many manifests reference
+// it, and the size and level of its stored frame.
+type ref struct {
+	count uint64
+	comp  uint32
+	level uint8
 }
 
-func decodeRef(b []byte) (count uint64, comp uint32, err error) {
+func (r ref) encode() []byte {
+	b := binary.AppendUvarint(make([]byte, 0, 16), r.count)
+	b = binary.AppendUvarint(b, uint64(r.comp))
+	return append(b, r.level)
+}
+
+func decodeRef(b []byte) (ref, error) {
 	d := decoder{b: b}
-	count = d.uvarint("ref count")
-	comp = uint32(d.uvarint("ref size"))
-	return count, comp, d.err
+	r := ref{count: d.uvarint("ref count"), comp: uint32(d.uvarint("ref size"))}
+	if lv := d.raw(1, "ref level"); d.err == nil {
+		r.level = lv[0]
+	}
+	return r, d.err
 }

@@ -1,0 +1,397 @@
+package appliance_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"cairn/appliance"
+	"cairn/cdc"
+	"cairn/internal/nixtest"
+)
+
+// benchVersions are the Go toolchain patch releases the storage benchmarks
+// use: real ~190 MB NARs that share their sources and differ in binaries.
+var benchVersions = []string{"1.25.0", "1.25.1", "1.25.2", "1.25.3", "1.25.4"}
+
+const mb = 1e6
+
+// table prints one benchmark table to stdout, aligned.
+type table struct {
+	title string
+	w     *tabwriter.Writer
+}
+
+func newTable(title string, header ...string) *table {
+	t := &table{title: title, w: tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)}
+	fmt.Printf("\n## %s\n\n", title)
+	t.row(header...)
+	return t
+}
+
+func (t *table) row(cells ...string) { fmt.Fprintln(t.w, strings.Join(cells, "\t")+"\t") }
+func (t *table) done()               { t.w.Flush() }
+
+func mbs(bytes int64, d time.Duration) string {
+	return fmt.Sprintf("%.0f MB/s", float64(bytes)/mb/d.Seconds())
+}
+
+func size(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/mb) }
+
+func ratio(a, b float64) string { return fmt.Sprintf("%.2fx", a/b) }
+
+// cpuTime is this process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// duBytes is the disk space used below dir, as du counts it.
+func duBytes(b *testing.B, dir string) int64 {
+	var total int64
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(path, &st); err != nil {
+			return err
+		}
+		total += st.Blocks * 512
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return total
+}
+
+// toolCPU runs a decompressor over file into /dev/null and returns its wall
+// and CPU time.
+func toolCPU(b *testing.B, file string, name string, args ...string) (wall, cpu time.Duration) {
+	f, err := os.Open(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(name, args...)
+	cmd.Stdin = f
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("%s: %v (make deps installs it)", name, err)
+	}
+	return time.Since(start), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+}
+
+func parseHash(b *testing.B, s string) [32]byte {
+	raw, err := nixbase32.DecodeString(strings.TrimPrefix(s, "sha256:"))
+	if err != nil || len(raw) != 32 {
+		b.Fatalf("bad hash %q: %v", s, err)
+	}
+	return [32]byte(raw)
+}
+
+func fixtureInfo(b *testing.B, tc nixtest.Toolchain) *appliance.NarInfo {
+	return &appliance.NarInfo{StorePath: tc.StorePath, NarHash: parseHash(b, tc.NarHash), NarSize: uint64(tc.NarSize), Source: "bench"}
+}
+
+// BenchmarkChunkingSweep chooses the chunker parameters and zstd level: for
+// each candidate it cuts five toolchain releases, keeps each distinct chunk
+// once, compresses it as a frame at each level, and compares the stored
+// bytes for two and for five releases with the same NARs as Nix's xz and
+// zstd files.
+func BenchmarkChunkingSweep(b *testing.B) {
+	tcs := nixtest.Toolchains(b, benchVersions...)
+	var xz2, xz5, zst2, zst5, nar2, nar5 int64
+	for i, tc := range tcs {
+		if i < 2 {
+			xz2, zst2, nar2 = xz2+tc.XZSize, zst2+tc.ZstdSize, nar2+tc.NarSize
+		}
+		xz5, zst5, nar5 = xz5+tc.XZSize, zst5+tc.ZstdSize, nar5+tc.NarSize
+	}
+	levels := []cdc.Level{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression, zstd.SpeedBestCompression}
+	candidates := []cdc.Params{
+		{Min: 4 << 10, Avg: 16 << 10, Max: 64 << 10, Normalization: 2},
+		{Min: 8 << 10, Avg: 32 << 10, Max: 128 << 10, Normalization: 2},
+		{Min: 16 << 10, Avg: 64 << 10, Max: 256 << 10, Normalization: 2},
+		{Min: 32 << 10, Avg: 128 << 10, Max: 512 << 10, Normalization: 2},
+	}
+	for range b.N {
+		t := newTable(fmt.Sprintf("Chunking sweep: Go toolchain %s..%s, NAR %s (2 releases) and %s (5); Nix xz files %s and %s, zstd files %s and %s",
+			benchVersions[0], benchVersions[len(benchVersions)-1], size(nar2), size(nar5), size(xz2), size(xz5), size(zst2), size(zst5)),
+			"min/avg/max KiB", "level", "unique 2", "unique 5", "stored 2", "vs xz 2", "stored 5", "vs xz 5", "compress MB/s/core")
+		for _, p := range candidates {
+			uniq, uniq2 := sweepUnique(b, p, tcs)
+			var raw2, raw5 int64
+			for i, c := range uniq {
+				raw5 += int64(len(c))
+				if i < uniq2 {
+					raw2 += int64(len(c))
+				}
+			}
+			for _, level := range levels {
+				stored, elapsed := compressAll(b, uniq, level)
+				var s2, s5 int64
+				for i, n := range stored {
+					s5 += n
+					if i < uniq2 {
+						s2 += n
+					}
+				}
+				t.row(fmt.Sprintf("%d/%d/%d", p.Min>>10, p.Avg>>10, p.Max>>10), level.String(),
+					size(raw2), size(raw5), size(s2), ratio(float64(s2), float64(xz2)), size(s5), ratio(float64(s5), float64(xz5)),
+					fmt.Sprintf("%.0f", float64(raw5)/mb/elapsed.Seconds()))
+			}
+		}
+		t.done()
+	}
+}
+
+// sweepUnique cuts the releases and returns their distinct chunks, first
+// seen first, and how many of them the first two releases hold.
+func sweepUnique(b *testing.B, p cdc.Params, tcs []nixtest.Toolchain) ([][]byte, int) {
+	seen := map[cdc.ID]bool{}
+	var uniq [][]byte
+	uniq2 := 0
+	for i, tc := range tcs {
+		c, err := cdc.NewChunker(p, func(chunk []byte) error {
+			id := cdc.Sum(chunk)
+			if !seen[id] {
+				seen[id] = true
+				uniq = append(uniq, bytes.Clone(chunk))
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		f, err := os.Open(tc.NAR)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.Copy(c, f); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+		if err := c.Close(); err != nil {
+			b.Fatal(err)
+		}
+		if i == 1 {
+			uniq2 = len(uniq)
+		}
+	}
+	return uniq, uniq2
+}
+
+// compressAll compresses every chunk as its own frame on all cores and
+// returns each frame's size and the CPU time it took.
+func compressAll(b *testing.B, chunks [][]byte, level cdc.Level) ([]int64, time.Duration) {
+	codec, err := cdc.NewCodec(level)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer codec.Close()
+	sizes := make([]int64, len(chunks))
+	workers := runtime.GOMAXPROCS(0)
+	var wg sync.WaitGroup
+	cpu0 := cpuTime()
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for i := w; i < len(chunks); i += workers {
+				buf = codec.Compress(buf[:0], chunks[i])
+				sizes[i] = int64(len(buf))
+			}
+		}()
+	}
+	wg.Wait()
+	return sizes, cpuTime() - cpu0
+}
+
+// BenchmarkStorage runs the chosen configuration end to end on real NARs:
+// ingest speed against the decompressors, reassembly and frame copy against
+// reading a file, and bytes on disk against Nix's own xz and zstd files.
+func BenchmarkStorage(b *testing.B) {
+	tcs := nixtest.Toolchains(b, benchVersions...)
+	ctx := context.Background()
+	for range b.N {
+		dir := b.TempDir()
+		open := func() *appliance.Store {
+			// Recompression runs explicitly below, so its cost is measured
+			// on its own instead of overlapping the next ingest.
+			s, err := appliance.Open(ctx, appliance.Config{Dir: dir, RecompressDelay: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return s
+		}
+
+		ing := newTable(fmt.Sprintf("Ingest (chunker %s, zstd %s, %d cores)", cdc.DefaultParams, appliance.DefaultLevel, runtime.GOMAXPROCS(0)),
+			"release", "input", "NAR", "wall", "ingest MB/s", "CPU", "MB/s per core", "new chunks", "baseline", "baseline MB/s per core", "ratio", "background recompress MB/s per core")
+		disk := map[int]int64{}
+		var xzSum, zstSum int64
+		for i, tc := range tcs {
+			xzSum += tc.XZSize
+			zstSum += tc.ZstdSize
+			s := open()
+			f, err := os.Open(tc.NAR)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cpu0, start := cpuTime(), time.Now()
+			res, err := s.Ingest(ctx, appliance.Want{Info: fixtureInfo(b, tc)}, f, appliance.CompressionNone)
+			wall, cpu := time.Since(start), cpuTime()-cpu0
+			f.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			rc0 := cpuTime()
+			rc, err := s.RecompressDue(ctx, time.Now().Add(time.Hour))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := s.Reclaim(ctx); err != nil {
+				b.Fatal(err)
+			}
+			rcCPU := cpuTime() - rc0
+			xzWall, xzCPU := toolCPU(b, tc.XZFile, "xz", "-dc")
+			perCore := float64(tc.NarSize) / mb / cpu.Seconds()
+			xzPerCore := float64(tc.NarSize) / mb / xzCPU.Seconds()
+			ing.row("go"+tc.Version, "none", size(tc.NarSize), wall.Round(time.Millisecond).String(), mbs(tc.NarSize, wall),
+				cpu.Round(time.Millisecond).String(), fmt.Sprintf("%.0f", perCore), fmt.Sprintf("%d/%d", res.NewChunks, res.Chunks),
+				"xz -dc", fmt.Sprintf("%.0f (wall %s)", xzPerCore, xzWall.Round(time.Millisecond)), ratio(perCore, xzPerCore),
+				fmt.Sprintf("%.1f (%s of new chunks in %s CPU)", float64(rc.RawBytes)/mb/rcCPU.Seconds(), size(int64(rc.RawBytes)), rcCPU.Round(time.Millisecond)))
+			if err := s.Close(); err != nil {
+				b.Fatal(err)
+			}
+			disk[i+1] = duBytes(b, dir)
+			if i == 1 {
+				disk[-2] = xzSum
+				disk[-20] = zstSum
+			}
+		}
+		// The same first release from its compressed files, in fresh stores:
+		// the whole cold path against the decompression floor.
+		for _, comp := range []appliance.Compression{appliance.CompressionXZ, appliance.CompressionZstd} {
+			tc := tcs[0]
+			file, tool := tc.XZFile, []string{"xz", "-dc"}
+			if comp == appliance.CompressionZstd {
+				file, tool = tc.ZstdFile, []string{"zstd", "-dc"}
+			}
+			s, err := appliance.Open(ctx, appliance.Config{Dir: b.TempDir(), RecompressDelay: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			f, err := os.Open(file)
+			if err != nil {
+				b.Fatal(err)
+			}
+			start := time.Now()
+			if _, err := s.Ingest(ctx, appliance.Want{Info: fixtureInfo(b, tc)}, f, comp); err != nil {
+				b.Fatal(err)
+			}
+			wall := time.Since(start)
+			f.Close()
+			s.Close()
+			toolWall, toolCPUt := toolCPU(b, file, tool[0], tool[1:]...)
+			ing.row("go"+tc.Version, string(comp), size(tc.NarSize), wall.Round(time.Millisecond).String(), mbs(tc.NarSize, wall),
+				"-", "-", "-", strings.Join(tool, " "),
+				fmt.Sprintf("%s wall (%.0f per core)", mbs(tc.NarSize, toolWall), float64(tc.NarSize)/mb/toolCPUt.Seconds()),
+				ratio(toolWall.Seconds(), wall.Seconds())+" of floor", "")
+		}
+		ing.done()
+
+		d := newTable("Bytes on disk (du of the data directory) against the same NARs as Nix files",
+			"releases", "NAR", "cairn on disk", "xz files", "cairn/xz", "target", "zstd files", "cairn/zstd")
+		var nar, xz, zst int64
+		for i, tc := range tcs {
+			nar, xz, zst = nar+tc.NarSize, xz+tc.XZSize, zst+tc.ZstdSize
+			target := "-"
+			switch i + 1 {
+			case 2:
+				target = "<= 1.00x"
+			case 5:
+				target = "<= 0.60x"
+			}
+			d.row(fmt.Sprint(i+1), size(nar), size(disk[i+1]), size(xz), ratio(float64(disk[i+1]), float64(xz)), target,
+				size(zst), ratio(float64(disk[i+1]), float64(zst)))
+		}
+		d.done()
+
+		s := open()
+		st, err := s.Stats()
+		if err != nil {
+			b.Fatal(err)
+		}
+		fmt.Printf("\nstore: %d NARs, %d chunks, logical %s, physical (frames) %s, on disk %s, dedup %.2fx\n",
+			st.NARs, st.Chunks, size(int64(st.LogicalBytes)), size(int64(st.PhysicalBytes)), size(disk[len(tcs)]), st.DedupRatio)
+
+		rd := newTable("Reads of go"+tcs[0].Version+" (warm page cache)", "read", "bytes", "cairn", "baseline", "baseline MB/s", "ratio")
+		nar0, err := s.OpenNAR(ctx, parseHash(b, tcs[0].NarHash))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range 2 { // the first pass warms the page cache for both sides
+			readFile(b, tcs[0].NAR)
+			if err := nar0.WriteRange(ctx, io.Discard, 0, nar0.Size()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		start := time.Now()
+		if err := nar0.WriteRange(ctx, io.Discard, 0, nar0.Size()); err != nil {
+			b.Fatal(err)
+		}
+		reasm := time.Since(start)
+		fileWall := readFile(b, tcs[0].NAR)
+		rd.row("raw NAR reassembly", size(nar0.Size()), mbs(nar0.Size(), reasm), "read the .nar file", mbs(nar0.Size(), fileWall),
+			ratio(fileWall.Seconds(), reasm.Seconds()))
+
+		start = time.Now()
+		n, err := nar0.WriteFrames(ctx, io.Discard, 0, len(nar0.Chunks())-1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		copyWall := time.Since(start)
+		readFile(b, tcs[0].ZstdFile)
+		zstWall := readFile(b, tcs[0].ZstdFile)
+		rd.row(".nar.zst frame copy", size(n), mbs(n, copyWall), "read Nix's .nar.zst file", mbs(tcs[0].ZstdSize, zstWall),
+			ratio(float64(n)/copyWall.Seconds(), float64(tcs[0].ZstdSize)/zstWall.Seconds()))
+		rd.row(".nar.zst frame copy as NAR bytes", size(nar0.Size()), mbs(nar0.Size(), copyWall), "", "", "")
+		rd.done()
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// readFile reads a whole file into io.Discard and returns how long it took.
+func readFile(b *testing.B, path string) time.Duration {
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	start := time.Now()
+	if _, err := io.Copy(io.Discard, f); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(start)
+}

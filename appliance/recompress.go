@@ -1,0 +1,155 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"cairn/cdc"
+	"cairn/kv"
+)
+
+// RecompressStats counts the work of one recompression run.
+type RecompressStats struct {
+	NARs       int    // queued NARs processed
+	Chunks     int    // frames rewritten
+	RawBytes   uint64 // plaintext bytes of the rewritten chunks
+	BytesSaved uint64 // stored bytes given back
+}
+
+func (s *Store) kickRecompress() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// recompressLoop drains the recompress queue as entries come due.
+func (s *Store) recompressLoop() {
+	defer s.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-s.stop; cancel() }()
+	tick := time.NewTicker(max(s.cfg.RecompressDelay/4, time.Second))
+	defer tick.Stop()
+	for {
+		st, err := s.RecompressDue(ctx, time.Now())
+		if err != nil && ctx.Err() == nil {
+			s.cfg.Logger.Error("recompress", "err", err)
+		} else if st.Chunks > 0 {
+			files, err := s.Reclaim(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.cfg.Logger.Error("reclaim after recompress", "err", err)
+			}
+			s.cfg.Logger.Info("recompressed", "nars", st.NARs, "chunks", st.Chunks, "saved", st.BytesSaved, "vlog_files_rewritten", files)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-s.kick:
+		}
+	}
+}
+
+// ReclaimRatio is the share of dead bytes that makes Reclaim rewrite a
+// value-log file: at most that share of the chunk store is dead space.
+const ReclaimRatio = 0.5
+
+// Reclaim gives the disk space of deleted and replaced frames back to the
+// file system. It returns the number of value-log files rewritten.
+func (s *Store) Reclaim(ctx context.Context) (int, error) {
+	return s.chunks.Reclaim(ctx, ReclaimRatio)
+}
+
+// RecompressDue rewrites, at the configured level, the stored-block frames
+// of every queued NAR committed at least RecompressDelay before now.
+func (s *Store) RecompressDue(ctx context.Context, now time.Time) (RecompressStats, error) {
+	var total RecompressStats
+	cutoff := now.Add(-max(s.cfg.RecompressDelay, 0))
+	for {
+		items, err := s.ix.DueRecompress(cutoff, 16)
+		if err != nil || len(items) == 0 {
+			return total, err
+		}
+		for _, it := range items {
+			st, err := s.recompressNAR(ctx, it)
+			if err != nil {
+				return total, fmt.Errorf("recompress %s: %w", FormatHash(it.NarHash), err)
+			}
+			total.NARs++
+			total.Chunks += st.Chunks
+			total.RawBytes += st.RawBytes
+			total.BytesSaved += st.BytesSaved
+		}
+	}
+}
+
+// recompressNAR rewrites one NAR's stored-block frames. Each chunk's
+// SHA-256 is checked on the way, the new frames are durable before the
+// index records them, and the chunks stay pinned so GC cannot delete them
+// meanwhile.
+func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem) (RecompressStats, error) {
+	var st RecompressStats
+	m, err := s.ix.Manifest(it.NarHash)
+	if errors.Is(err, kv.ErrNotFound) {
+		return st, s.ix.FinishRecompress(it.Key, nil)
+	}
+	if err != nil {
+		return st, err
+	}
+	var todo []cdc.ChunkRef
+	seen := map[cdc.ID]bool{}
+	for _, c := range m.Chunks {
+		if c.Level == cdc.StoredLevel && !seen[c.ID] {
+			seen[c.ID] = true
+			todo = append(todo, c)
+			s.pin(c.ID)
+		}
+	}
+	defer func() {
+		ids := make([]cdc.ID, len(todo))
+		for i, c := range todo {
+			ids[i] = c.ID
+		}
+		s.unpin(ids)
+	}()
+	batch := s.chunks.NewBatch()
+	defer batch.Cancel()
+	var updates []kv.FrameUpdate
+	for _, c := range todo {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		frame, err := s.chunks.Frame(ctx, c.ID, nil)
+		if err != nil {
+			return st, err
+		}
+		raw, err := s.codec.Decompress(nil, frame, int(c.Raw))
+		if err != nil {
+			return st, fmt.Errorf("chunk %s: %w", c.ID, err)
+		}
+		if cdc.Sum(raw) != c.ID {
+			return st, fmt.Errorf("chunk %s: %w: plaintext hash differs", c.ID, cdc.ErrCorrupt)
+		}
+		packed := s.codec.Compress(nil, raw)
+		if len(packed) >= len(frame) {
+			updates = append(updates, kv.FrameUpdate{ID: c.ID, From: c.Comp, Comp: c.Comp, Level: cdc.IncompressibleLevel})
+			continue
+		}
+		if err := batch.Put(c.ID, packed); err != nil {
+			return st, err
+		}
+		updates = append(updates, kv.FrameUpdate{ID: c.ID, From: c.Comp, Comp: uint32(len(packed)), Level: uint8(s.cfg.Level)})
+		st.Chunks++
+		st.RawBytes += uint64(c.Raw)
+		st.BytesSaved += uint64(len(frame) - len(packed))
+	}
+	if err := batch.Flush(); err != nil {
+		return st, err
+	}
+	if err := s.chunks.Sync(); err != nil {
+		return st, err
+	}
+	return st, s.ix.FinishRecompress(it.Key, updates)
+}
