@@ -512,3 +512,17 @@ func TestVerifyFindsCorruptChunk(t *testing.T) {
 	require.ErrorIs(t, err, cdc.ErrCorrupt, "a read of a corrupt chunk fails, never returns wrong bytes")
 	require.NoError(t, s.Close())
 }
+
+func TestAccessTimesAreBatched(t *testing.T) {
+	s := openStore(t, t.TempDir(), func(c *appliance.Config) { c.FlushEvery = time.Hour })
+	defer s.Close()
+	const h = "00000000000000000000000000000000"
+	s.Touch(h)
+	at, err := s.Index().Atime(h)
+	require.NoError(t, err)
+	require.Zero(t, at, "a hit is not written at once")
+	require.NoError(t, s.FlushAtimes())
+	at, err = s.Index().Atime(h)
+	require.NoError(t, err)
+	require.InDelta(t, time.Now().Unix(), at, 5)
+}

@@ -320,3 +320,11 @@ func (n *NAR) promised(c ChunkRef, current []byte) ([]byte, error) {
 	}
 	return frame, nil
 }
+
+// Reader returns a sequential reader of raw NAR bytes [off, off+length),
+// decoding ahead in parallel like WriteRange. Close it to stop early.
+func (n *NAR) Reader(ctx context.Context, off, length int64) io.ReadCloser {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(n.WriteRange(ctx, pw, off, length)) }()
+	return pr
+}

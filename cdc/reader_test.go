@@ -63,6 +63,13 @@ func TestNARRandomRanges(t *testing.T) {
 				require.NoError(t, nar.WriteRange(context.Background(), &buf, off, n))
 				require.Equal(t, string(in.Bytes[off:off+n]), buf.String())
 			}
+			off := size / 3
+			r := nar.Reader(context.Background(), off, size-off)
+			all, err := io.ReadAll(r)
+			require.NoError(t, err)
+			require.NoError(t, r.Close())
+			require.Equal(t, string(in.Bytes[off:]), string(all))
+
 			// Reads at and past the end.
 			p := make([]byte, 10)
 			k, err := nar.ReadAt(p, size-3)
