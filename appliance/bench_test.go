@@ -5,10 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -60,26 +58,6 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// duBytes is the disk space used below dir, as du counts it.
-func duBytes(b *testing.B, dir string) int64 {
-	var total int64
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		var st syscall.Stat_t
-		if err := syscall.Lstat(path, &st); err != nil {
-			return err
-		}
-		total += st.Blocks * 512
-		return nil
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return total
 }
 
 // toolCPU runs a decompressor over file into /dev/null and returns its wall
@@ -282,7 +260,7 @@ func BenchmarkStorage(b *testing.B) {
 			if err := s.Close(); err != nil {
 				b.Fatal(err)
 			}
-			disk[i+1] = duBytes(b, dir)
+			disk[i+1] = nixtest.DiskUsage(b, dir)
 			if i == 1 {
 				disk[-2] = xzSum
 				disk[-20] = zstSum

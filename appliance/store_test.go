@@ -413,8 +413,6 @@ func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 func TestListingMatchesNix(t *testing.T) {
 	dir := t.TempDir()
-	store := filepath.Join(dir, "store")
-	cache := filepath.Join(dir, "cache")
 	trees := map[string]string{
 		"sample": nixtest.SampleTree(t, dir),
 		"http":   filepath.Join(nixtest.GoRoot(t), "src", "net", "http"),
@@ -424,22 +422,15 @@ func TestListingMatchesNix(t *testing.T) {
 	defer s.Close()
 	for name, tree := range trees {
 		t.Run(name, func(t *testing.T) {
-			sp := nixtest.AddToStore(t, store, tree)
-			nixtest.CopyToFileCache(t, store, cache, "compression=xz&write-nar-listing=true", sp)
-			want, err := os.ReadFile(filepath.Join(cache, nixtest.HashPart(t, sp)+".ls"))
+			pub := nixtest.Publish(t, filepath.Join(dir, name), tree, "xz")
+			res, err := s.Ingest(context.Background(), appliance.Want{}, bytes.NewReader(pub.Body), "xz")
 			require.NoError(t, err)
-			xzBody, err := os.ReadFile(filepath.Join(cache, nixtest.NarInfoField(t, cache, sp, "URL")))
-			require.NoError(t, err)
-			narHash := nixtest.NarInfoField(t, cache, sp, "NarHash")
-
-			res, err := s.Ingest(context.Background(), appliance.Want{}, bytes.NewReader(xzBody), "xz")
-			require.NoError(t, err)
-			require.Equal(t, narHash, appliance.FormatHash(res.NarHash))
+			require.Equal(t, pub.NarHash, appliance.FormatHash(res.NarHash))
 			nar, err := s.OpenNAR(context.Background(), res.NarHash)
 			require.NoError(t, err)
 			got, err := nar.Listing()
 			require.NoError(t, err)
-			require.Equal(t, string(want), string(got))
+			require.Equal(t, string(pub.Listing), string(got))
 		})
 	}
 }

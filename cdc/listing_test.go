@@ -219,13 +219,8 @@ func TestListingMatchesNix(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			src := tt.make(t, dir)
-			store, cache := filepath.Join(dir, "store"), filepath.Join(dir, "cache")
-			sp := nixtest.AddToStore(t, store, src)
-			nixtest.CopyToFileCache(t, store, cache, "compression=none&write-nar-listing=true", sp)
-			ls, err := os.ReadFile(filepath.Join(cache, nixtest.HashPart(t, sp)+".ls"))
-			require.NoError(t, err)
-			nar, err := os.ReadFile(filepath.Join(cache, nixtest.NarInfoField(t, cache, sp, "URL")))
-			require.NoError(t, err)
+			pub := nixtest.Publish(t, dir, src, "none")
+			sp, cache, ls, nar := pub.StorePath, pub.Cache, pub.Listing, pub.Body
 			require.Equal(t, fmt.Sprint(len(nar)), nixtest.NarInfoField(t, cache, sp, "NarSize"))
 			if len(nar) < 1<<20 {
 				require.Equal(t, nar, nixtest.DumpNAR(t, src), "the cache's NAR is nix-store --dump's")

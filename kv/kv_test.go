@@ -2,9 +2,7 @@ package kv_test
 
 import (
 	"context"
-	"io/fs"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -12,6 +10,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"cairn/cdc"
+	"cairn/internal/nixtest"
 	"cairn/kv"
 )
 
@@ -156,7 +155,7 @@ func TestChunkStoreReclaimGivesSpaceBack(t *testing.T) {
 	ok, err := s.Has(ids[7])
 	require.NoError(t, err)
 	require.True(t, ok)
-	full := dirSize(t, dir)
+	full := nixtest.DiskUsage(t, dir)
 
 	require.NoError(t, s.Delete(ids[:390]))
 	_, err = s.Frame(context.Background(), ids[7], nil)
@@ -164,27 +163,11 @@ func TestChunkStoreReclaimGivesSpaceBack(t *testing.T) {
 	rewrote, err := s.Reclaim(context.Background(), 0.5)
 	require.NoError(t, err)
 	require.Positive(t, rewrote)
-	after := dirSize(t, dir)
+	after := nixtest.DiskUsage(t, dir)
 	require.Less(t, after, full/2, "disk use falls after deletes: %d -> %d", full, after)
 	for _, id := range ids[390:] {
 		f, err := s.Frame(context.Background(), id, nil)
 		require.NoError(t, err, "live frames survive the rewrite")
 		require.Len(t, f, 32<<10)
 	}
-}
-
-func dirSize(t *testing.T, dir string) int64 {
-	var total int64
-	require.NoError(t, filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		var st syscall.Stat_t
-		if err := syscall.Stat(path, &st); err != nil {
-			return err
-		}
-		total += st.Blocks * 512
-		return nil
-	}))
-	return total
 }

@@ -1,9 +1,11 @@
 package nixtest
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -53,4 +55,46 @@ func NarInfoField(tb testing.TB, cacheDir, storePath, key string) string {
 	}
 	tb.Fatalf("narinfo of %s has no %s field", storePath, key)
 	return ""
+}
+
+// Published is one store path in a file:// binary cache made by Publish.
+type Published struct {
+	StorePath string
+	Cache     string // the cache directory
+	Listing   []byte // the .ls file Nix wrote
+	Body      []byte // the file the narinfo's URL names
+	NarHash   string // "sha256:<nix32>"
+}
+
+// Publish adds the tree at path to a throwaway store under dir and copies
+// it to the file:// cache dir/cache with `nix copy`, with NAR listings and
+// the given compression (none, xz, zstd, bzip2).
+func Publish(tb testing.TB, dir, path, compression string) Published {
+	tb.Helper()
+	store, cache := filepath.Join(dir, "store"), filepath.Join(dir, "cache")
+	sp := AddToStore(tb, store, path)
+	CopyToFileCache(tb, store, cache, "compression="+compression+"&write-nar-listing=true", sp)
+	ls, err := os.ReadFile(filepath.Join(cache, HashPart(tb, sp)+".ls"))
+	require.NoError(tb, err)
+	body, err := os.ReadFile(filepath.Join(cache, NarInfoField(tb, cache, sp, "URL")))
+	require.NoError(tb, err)
+	return Published{StorePath: sp, Cache: cache, Listing: ls, Body: body, NarHash: NarInfoField(tb, cache, sp, "NarHash")}
+}
+
+// DiskUsage is the space the files below dir take on disk, as du counts it.
+func DiskUsage(tb testing.TB, dir string) int64 {
+	tb.Helper()
+	var total int64
+	require.NoError(tb, filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(path, &st); err != nil {
+			return err
+		}
+		total += st.Blocks * 512
+		return nil
+	}))
+	return total
 }
