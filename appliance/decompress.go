@@ -52,7 +52,7 @@ func decompress(ctx context.Context, c Compression, body io.Reader, xzPath strin
 	case CompressionBzip2:
 		return io.NopCloser(bzip2.NewReader(body)), nil
 	case CompressionZstd:
-		d, err := zstd.NewReader(body, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<31))
+		d, err := zstd.NewReader(body, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20))
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}

@@ -74,9 +74,13 @@ func (s *Store) Ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 		return res, nil
 	}
 	key := FormatHash(want.NarHash)
+	coalesced := false
 	for {
 		res, err := s.existing(want)
 		if err != nil || res != nil {
+			if res != nil && coalesced {
+				res.Existed, res.Coalesced = false, true
+			}
 			return res, err
 		}
 		s.flightMu.Lock()
@@ -101,17 +105,10 @@ func (s *Store) Ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 			return nil, fmt.Errorf("ingest %s: %w", key, ctx.Err())
 		case <-f.done:
 		}
-		if f.err == nil {
-			res := *f.res
-			res.Coalesced = true
-			if want.Info != nil && want.Info.StorePath != "" {
-				if err := s.ix.PutNarInfo(want.Info); err != nil {
-					return nil, fmt.Errorf("ingest %s: %w", key, err)
-				}
-			}
-			return &res, nil
-		}
-		// The other ingest failed, perhaps on its own bad body: try ours.
+		// On success the loop's next look finds the NAR and checks our
+		// NarSize and records our narinfo; on failure, perhaps of the other
+		// body, ours gets its own try.
+		coalesced = f.err == nil
 	}
 }
 
@@ -178,7 +175,7 @@ func (s *Store) ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 	defer cancel(nil)
 	plain, err := decompress(ctx, comp, body, s.cfg.XZ)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadBody, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadBody, err)
 	}
 	defer plain.Close()
 
@@ -249,7 +246,9 @@ func (s *Store) ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 	m := &kv.Manifest{NarHash: got, NarSize: size, Chunks: p.refs,
 		Listing: s.codec.CompressFast(nil, cdc.ListingJSON(listing.Entries()))}
 	if want.Info != nil && want.Info.Added == 0 {
-		want.Info.Added = time.Now().Unix()
+		info := *want.Info
+		info.Added = time.Now().Unix()
+		want.Info = &info
 	}
 	if _, err := s.ix.CommitNAR(m, want.Info); err != nil {
 		return nil, err
@@ -288,7 +287,7 @@ func copyNAR(r io.Reader, limit uint64, exact bool, narHash hash.Hash, listing *
 			return size, nil
 		}
 		if err != nil {
-			return size, fmt.Errorf("%w: %v", ErrBadBody, err)
+			return size, fmt.Errorf("%w: %w", ErrBadBody, err)
 		}
 	}
 }
@@ -384,12 +383,11 @@ func (p *pipeline) fail(err error) {
 	p.cancel(err)
 }
 
-// abandon undoes a failed ingest: the chunks it wrote and nobody references
-// are deleted, so a rejected NAR leaves nothing behind.
+// abandon undoes a failed ingest: what its batch has not written through
+// is dropped, and the chunks it did write that nobody references are
+// deleted, so a rejected NAR leaves nothing behind.
 func (p *pipeline) abandon() {
-	if err := p.batch.Flush(); err != nil {
-		p.s.cfg.Logger.Warn("abandon ingest: flush chunk batch", "err", err)
-	}
+	p.batch.Cancel()
 	p.s.unpin(p.pins)
 	if _, err := p.s.deleteUnreferenced(p.written); err != nil {
 		p.s.cfg.Logger.Warn("abandon ingest: delete unreferenced chunks; GC will sweep them", "err", err)

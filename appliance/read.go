@@ -111,14 +111,11 @@ func (s *Store) DeleteNAR(ctx context.Context, narHash [32]byte) (int, error) {
 // SweepOrphans deletes stored chunks that no manifest references, such as
 // those a crash left between writing chunks and committing a manifest.
 func (s *Store) SweepOrphans(ctx context.Context) (int, error) {
-	var candidates []cdc.ID
-	err := s.chunks.ForEach(ctx, func(id cdc.ID) error {
-		n, err := s.ix.RefCount(id)
-		if err == nil && n == 0 {
-			candidates = append(candidates, id)
-		}
-		return err
-	})
+	var all []cdc.ID
+	if err := s.chunks.ForEach(ctx, func(id cdc.ID) error { all = append(all, id); return nil }); err != nil {
+		return 0, fmt.Errorf("sweep orphans: %w", err)
+	}
+	candidates, err := s.ix.Unreferenced(all)
 	if err != nil {
 		return 0, fmt.Errorf("sweep orphans: %w", err)
 	}

@@ -38,7 +38,9 @@ func (s *Store) recompressLoop() {
 			s.cfg.Logger.Error("recompress", "err", err)
 		} else if st.Chunks > 0 {
 			files, err := s.Reclaim(ctx)
-			if err != nil && ctx.Err() == nil {
+			if errors.Is(err, kv.ErrBusy) {
+				s.cfg.Logger.Info("reclaim deferred: ingests kept writing", "err", err)
+			} else if err != nil && ctx.Err() == nil {
 				s.cfg.Logger.Error("reclaim after recompress", "err", err)
 			}
 			s.cfg.Logger.Info("recompressed", "nars", st.NARs, "chunks", st.Chunks, "saved", st.BytesSaved, "vlog_files_rewritten", files)
@@ -62,20 +64,40 @@ func (s *Store) Reclaim(ctx context.Context) (int, error) {
 	return s.chunks.Reclaim(ctx, ReclaimRatio)
 }
 
+// errBusyChunks: a running ingest holds some of the NAR's chunks; its
+// late-flushed stored frames could land on top of recompressed ones, so
+// the NAR waits for a later run.
+var errBusyChunks = errors.New("chunks in use by an ingest")
+
 // RecompressDue rewrites, at the configured level, the stored-block frames
-// of every queued NAR committed at least RecompressDelay before now.
+// of every queued NAR committed at least RecompressDelay before now. A NAR
+// whose recompression fails for any reason but cancellation is logged and
+// dropped from the queue, so one bad chunk cannot stall the rest; its
+// frames stay valid in their stored form and scrub reports the damage.
 func (s *Store) RecompressDue(ctx context.Context, now time.Time) (RecompressStats, error) {
 	var total RecompressStats
 	cutoff := now.Add(-max(s.cfg.RecompressDelay, 0))
+	var after []byte
 	for {
-		items, err := s.ix.DueRecompress(cutoff, 16)
+		items, err := s.ix.DueRecompress(cutoff, after, 16)
 		if err != nil || len(items) == 0 {
 			return total, err
 		}
 		for _, it := range items {
+			after = it.Key
 			st, err := s.recompressNAR(ctx, it)
-			if err != nil {
-				return total, fmt.Errorf("recompress %s: %w", FormatHash(it.NarHash), err)
+			switch {
+			case errors.Is(err, errBusyChunks):
+				continue
+			case err != nil && ctx.Err() != nil:
+				return total, ctx.Err()
+			case err != nil:
+				s.cfg.Logger.Error("recompress: dropping NAR from the queue; its frames stay stored uncompressed",
+					"nar", FormatHash(it.NarHash), "err", err)
+				if err := s.ix.FinishRecompress(it.Key, nil); err != nil {
+					return total, err
+				}
+				continue
 			}
 			total.NARs++
 			total.Chunks += st.Chunks
@@ -104,16 +126,16 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem) (RecompressS
 		if c.Level == cdc.StoredLevel && !seen[c.ID] {
 			seen[c.ID] = true
 			todo = append(todo, c)
-			s.pin(c.ID)
 		}
 	}
-	defer func() {
-		ids := make([]cdc.ID, len(todo))
-		for i, c := range todo {
-			ids[i] = c.ID
-		}
-		s.unpin(ids)
-	}()
+	ids := make([]cdc.ID, len(todo))
+	for i, c := range todo {
+		ids[i] = c.ID
+	}
+	if !s.pinIfFree(ids) {
+		return st, errBusyChunks
+	}
+	defer s.unpin(ids)
 	batch := s.chunks.NewBatch()
 	defer batch.Cancel()
 	var updates []kv.FrameUpdate
@@ -125,6 +147,12 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem) (RecompressS
 		if err != nil {
 			return st, err
 		}
+		if len(frame) != int(c.Comp) {
+			// A run that crashed before recording its work already wrote
+			// this frame: record it as it is.
+			updates = append(updates, kv.FrameUpdate{ID: c.ID, From: c.Comp, Comp: uint32(len(frame)), Level: uint8(s.cfg.Level)})
+			continue
+		}
 		raw, err := s.codec.Decompress(nil, frame, int(c.Raw))
 		if err != nil {
 			return st, fmt.Errorf("chunk %s: %w", c.ID, err)
@@ -134,7 +162,7 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem) (RecompressS
 		}
 		packed := s.codec.Compress(nil, raw)
 		if len(packed) >= len(frame) {
-			updates = append(updates, kv.FrameUpdate{ID: c.ID, From: c.Comp, Comp: c.Comp, Level: cdc.IncompressibleLevel})
+			updates = append(updates, kv.FrameUpdate{ID: c.ID, From: c.Comp, Comp: uint32(len(frame)), Level: cdc.IncompressibleLevel})
 			continue
 		}
 		if err := batch.Put(c.ID, packed); err != nil {

@@ -101,9 +101,11 @@ type Store struct {
 	atimeMu sync.Mutex
 	atimes  map[string]int64
 
-	kick chan struct{} // wakes the recompressor
-	stop chan struct{}
-	wg   sync.WaitGroup
+	kick      chan struct{} // wakes the recompressor
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Data directory layout.
@@ -117,6 +119,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	cfg.setDefaults()
 	if cfg.Dir == "" {
 		return nil, errors.New("open store: no data directory given")
+	}
+	if err := cfg.Chunker.Validate(); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", cfg.Dir, err)
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", cfg.Dir, err)
@@ -155,14 +160,18 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// Close waits for nothing new, flushes access times and closes both stores.
+// Close stops the background work, flushes access times and closes both
+// stores. Ingests still running must have ended; a second Close is a no-op.
 func (s *Store) Close() error {
-	close(s.stop)
-	s.wg.Wait()
-	errs := []error{s.FlushAtimes()}
-	s.codec.Close()
-	errs = append(errs, s.chunks.Close(), s.ix.Close())
-	return errors.Join(errs...)
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
+		errs := []error{s.FlushAtimes()}
+		s.codec.Close()
+		errs = append(errs, s.chunks.Close(), s.ix.Close())
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
 }
 
 // Index exposes the metadata index to the rest of the appliance.
@@ -237,6 +246,21 @@ func (s *Store) pin(id cdc.ID) {
 	s.pinMu.Unlock()
 }
 
+// pinIfFree pins ids only if none of them is pinned already.
+func (s *Store) pinIfFree(ids []cdc.ID) bool {
+	s.pinMu.Lock()
+	defer s.pinMu.Unlock()
+	for _, id := range ids {
+		if s.pinned[id] > 0 {
+			return false
+		}
+	}
+	for _, id := range ids {
+		s.pinned[id]++
+	}
+	return true
+}
+
 // unpin releases pins taken by pin.
 func (s *Store) unpin(ids []cdc.ID) {
 	s.pinMu.Lock()
@@ -254,18 +278,15 @@ func (s *Store) unpin(ids []cdc.ID) {
 func (s *Store) deleteUnreferenced(ids []cdc.ID) (int, error) {
 	s.pinMu.Lock()
 	defer s.pinMu.Unlock()
-	var dead []cdc.ID
+	var free []cdc.ID
 	for _, id := range ids {
-		if s.pinned[id] > 0 {
-			continue
+		if s.pinned[id] == 0 {
+			free = append(free, id)
 		}
-		n, err := s.ix.RefCount(id)
-		if err != nil {
-			return 0, err
-		}
-		if n == 0 {
-			dead = append(dead, id)
-		}
+	}
+	dead, err := s.ix.Unreferenced(free)
+	if err != nil {
+		return 0, err
 	}
 	if len(dead) == 0 {
 		return 0, nil

@@ -68,17 +68,21 @@ func snap(t testing.TB, s *appliance.Store) snapshot {
 	return sn
 }
 
-// checkConsistent proves the invariants over a whole store: every manifest's
-// chunks exist and verify, and the reference counts and counters equal
-// what the manifests imply.
+// checkConsistent proves the invariants over a whole store: every
+// manifest's chunks exist with the frame size their ref records, verify,
+// and copy out as a .nar.zst; the reference counts and counters equal what
+// the manifests imply; every narinfo names a committed NAR.
 func checkConsistent(t testing.TB, s *appliance.Store) {
 	t.Helper()
 	ctx := context.Background()
+	var manifests []*kv.Manifest
+	require.NoError(t, s.Index().ForEachManifest(func(m *kv.Manifest) error {
+		manifests = append(manifests, m)
+		return nil
+	}))
 	refs := map[cdc.ID]uint64{}
 	var logical uint64
-	var nars uint64
-	require.NoError(t, s.Index().ForEachManifest(func(m *kv.Manifest) error {
-		nars++
+	for _, m := range manifests {
 		logical += m.NarSize
 		seen := map[cdc.ID]bool{}
 		for _, c := range m.Chunks {
@@ -86,13 +90,17 @@ func checkConsistent(t testing.TB, s *appliance.Store) {
 				seen[c.ID] = true
 				refs[c.ID]++
 			}
-			ok, err := s.Chunks().Has(c.ID)
-			require.NoError(t, err)
-			require.True(t, ok, "dangling reference: manifest %s names missing chunk %s", appliance.FormatHash(m.NarHash), c.ID)
+			frame, err := s.Chunks().Frame(ctx, c.ID, nil)
+			require.NoError(t, err, "dangling reference: manifest %s names missing chunk %s", appliance.FormatHash(m.NarHash), c.ID)
+			require.Len(t, frame, int(c.Comp), "chunk %s: stored frame and its recorded size differ", c.ID)
 		}
 		require.NoError(t, s.Verify(ctx, m.NarHash))
-		return nil
-	}))
+		nar, err := s.OpenNAR(ctx, m.NarHash)
+		require.NoError(t, err)
+		n, err := nar.WriteFrames(ctx, io.Discard, 0, len(nar.Chunks())-1)
+		require.NoError(t, err)
+		require.Equal(t, nar.CompressedSize(), n)
+	}
 	stored := map[cdc.ID]uint64{}
 	require.NoError(t, s.Index().ForEachRef(func(id cdc.ID, n uint64) error {
 		stored[id] = n
@@ -101,7 +109,7 @@ func checkConsistent(t testing.TB, s *appliance.Store) {
 	require.Equal(t, refs, stored, "reference counts")
 	st, err := s.Stats()
 	require.NoError(t, err)
-	require.Equal(t, nars, st.NARs)
+	require.EqualValues(t, len(manifests), st.NARs)
 	require.Equal(t, logical, st.LogicalBytes)
 	require.EqualValues(t, len(refs), st.Chunks)
 }
@@ -237,6 +245,93 @@ func TestRecompressKeepsPromisesAndSavesSpace(t *testing.T) {
 	res, err = s.RecompressDue(ctx, time.Now().Add(2*time.Hour))
 	require.NoError(t, err)
 	require.Zero(t, res.NARs)
+}
+
+func TestRecompressAfterCrashBeforeRecording(t *testing.T) {
+	n := nixtest.SampleNARs(t)[1]
+	s := openStore(t, t.TempDir(), func(c *appliance.Config) { c.RecompressDelay = time.Hour })
+	defer s.Close()
+	ctx := context.Background()
+	_, err := s.Ingest(ctx, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), "none")
+	require.NoError(t, err)
+	// A run wrote its new frames and died before recording them.
+	nar, err := s.OpenNAR(ctx, n.Hash)
+	require.NoError(t, err)
+	b := s.Chunks().NewBatch()
+	for _, c := range nar.Chunks()[:3] {
+		raw := make([]byte, c.Raw)
+		_, err := nar.ReadAt(raw, 0)
+		require.NoError(t, err)
+		frame, err := s.Chunks().Frame(ctx, c.ID, nil)
+		require.NoError(t, err)
+		plain, err := s.Codec().Decompress(nil, frame, int(c.Raw))
+		require.NoError(t, err)
+		require.NoError(t, b.Put(c.ID, s.Codec().Compress(nil, plain)))
+	}
+	require.NoError(t, b.Flush())
+	res, err := s.RecompressDue(ctx, time.Now().Add(2*time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, 1, res.NARs)
+	checkConsistent(t, s)
+}
+
+func TestRecompressWaitsForIngestsHoldingItsChunks(t *testing.T) {
+	n := nixtest.SampleNARs(t)[2]
+	s := openStore(t, t.TempDir(), func(c *appliance.Config) { c.RecompressDelay = time.Hour })
+	defer s.Close()
+	ctx := context.Background()
+	_, err := s.Ingest(ctx, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), "none")
+	require.NoError(t, err)
+
+	// An upload of the same bytes (uploads are not coalesced) stalls half way,
+	// holding the chunks it has cut so far.
+	gate, reached := make(chan struct{}), make(chan struct{})
+	done := make(chan error)
+	half := len(n.Bytes) / 2
+	go func() {
+		stall := readerFunc(func([]byte) (int, error) { close(reached); <-gate; return 0, io.EOF })
+		body := io.MultiReader(bytes.NewReader(n.Bytes[:half]), stall, bytes.NewReader(n.Bytes[half:]))
+		_, err := s.Ingest(ctx, appliance.Want{}, body, "none")
+		done <- err
+	}()
+	<-reached
+	time.Sleep(200 * time.Millisecond) // the workers pin what the first half cut
+	res, err := s.RecompressDue(ctx, time.Now().Add(2*time.Hour))
+	require.NoError(t, err)
+	require.Zero(t, res.NARs, "the NAR waits while an ingest holds its chunks")
+	close(gate)
+	require.NoError(t, <-done)
+	res, err = s.RecompressDue(ctx, time.Now().Add(2*time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, 1, res.NARs, "recompressed once the ingest let go")
+	checkConsistent(t, s)
+}
+
+func TestCoalescedIngestChecksItsOwnNarSize(t *testing.T) {
+	n := nixtest.SampleNARs(t)[1]
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	gate := make(chan struct{})
+	leader := make(chan error)
+	go func() {
+		_, err := s.Ingest(context.Background(), appliance.Want{Info: info(n)},
+			io.MultiReader(gateReader(gate), bytes.NewReader(n.Bytes)), "none")
+		leader <- err
+	}()
+	wrong := info(n)
+	wrong.StorePath = "/nix/store/22222222222222222222222222222222-wrong"
+	wrong.NarSize++
+	follower := make(chan error)
+	go func() {
+		_, err := s.Ingest(context.Background(), appliance.Want{Info: wrong}, bytes.NewReader(n.Bytes), "none")
+		follower <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	close(gate)
+	require.NoError(t, <-leader)
+	require.ErrorIs(t, <-follower, appliance.ErrSizeMismatch)
+	_, err := s.Index().NarInfo("22222222222222222222222222222222")
+	require.ErrorIs(t, err, kv.ErrNotFound)
 }
 
 func TestIngestRejectsAndLeavesNothing(t *testing.T) {

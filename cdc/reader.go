@@ -177,7 +177,7 @@ func (n *NAR) cached(ctx context.Context, i int) ([]byte, error) {
 // WriteRange writes raw NAR bytes [off, off+length) to w, fetching and
 // decoding up to Window chunks ahead in parallel.
 func (n *NAR) WriteRange(ctx context.Context, w io.Writer, off, length int64) error {
-	if off < 0 || length < 0 || off+length > n.Size() {
+	if off < 0 || length < 0 || off > n.Size() || length > n.Size()-off {
 		return fmt.Errorf("write range %d+%d of %d: %w", off, length, n.Size(), ErrRange)
 	}
 	if length == 0 {
@@ -270,7 +270,7 @@ func (n *NAR) compStart(i int) int64 {
 // WriteCompressedRange writes bytes [off, off+length) of the .nar.zst stream
 // to w, copying stored frames without decoding them.
 func (n *NAR) WriteCompressedRange(ctx context.Context, w io.Writer, off, length int64) (int64, error) {
-	if off < 0 || length < 0 || off+length > n.CompressedSize() {
+	if off < 0 || length < 0 || off > n.CompressedSize() || length > n.CompressedSize()-off {
 		return 0, fmt.Errorf("write compressed range %d+%d of %d: %w", off, length, n.CompressedSize(), ErrRange)
 	}
 	var written int64
@@ -304,10 +304,10 @@ func (n *NAR) WriteCompressedRange(ctx context.Context, w io.Writer, off, length
 }
 
 // promised rebuilds the frame a response promised when the stored one has
-// since been recompressed. Recompression only replaces stored-block frames,
-// and those are a pure function of the plaintext.
+// since been replaced. Only stored-block frames are ever replaced, and
+// those are a pure function of the plaintext.
 func (n *NAR) promised(c ChunkRef, current []byte) ([]byte, error) {
-	if c.Level != StoredLevel {
+	if c.Level != StoredLevel && c.Level != IncompressibleLevel {
 		return nil, fmt.Errorf("%w: %d bytes, promised %d", ErrFrameChanged, len(current), c.Comp)
 	}
 	raw, err := n.codec.Decompress(nil, current, int(c.Raw))

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -29,6 +32,9 @@ var DefaultChunkOptions = ChunkOptions{
 	ValueLogFileSize: 64 << 20,
 }
 
+// ErrBusy reports work skipped because writes never paused; try it later.
+var ErrBusy = errors.New("chunk store busy")
+
 // ChunkStore holds chunk frames in Badger, keyed by chunk id.
 type ChunkStore struct {
 	db *badger.DB
@@ -42,6 +48,9 @@ type ChunkStore struct {
 func OpenChunks(dir string, o ChunkOptions) (*ChunkStore, error) {
 	if o.MemTableSize == 0 {
 		o = DefaultChunkOptions
+	}
+	if err := removeEmptyVlogs(dir, o.Logger); err != nil {
+		return nil, fmt.Errorf("open chunk store %s: %w", dir, err)
 	}
 	opts := badger.DefaultOptions(dir).
 		// Frames are already zstd: block compression would only burn CPU.
@@ -72,6 +81,31 @@ func OpenChunks(dir string, o ChunkOptions) (*ChunkStore, error) {
 		return nil, fmt.Errorf("open chunk store %s: %w", dir, err)
 	}
 	return &ChunkStore{db: db}, nil
+}
+
+// removeEmptyVlogs deletes zero-length value-log files. A kill between
+// Badger creating a value-log file and sizing it leaves one, and Badger
+// then refuses to open ("Open existing file ... Create a new file"). Such
+// a file holds nothing: every value-log file starts with a header that is
+// written before its first entry.
+func removeEmptyVlogs(dir string, log *slog.Logger) error {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	if err != nil {
+		return err
+	}
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil || fi.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("remove empty value log %s: %w", p, err)
+		}
+		if log != nil {
+			log.Warn("removed an empty value-log file left by a crash", "file", p)
+		}
+	}
+	return nil
 }
 
 // Close flushes and closes the chunk store.
@@ -114,23 +148,52 @@ func (s *ChunkStore) Has(id cdc.ID) (bool, error) {
 }
 
 // Batch collects chunk writes. Call Flush, then ChunkStore.Sync, before any
-// index record refers to the chunks; Flush or Cancel ends the batch.
+// index record refers to the chunks; Flush or Cancel ends the batch. It is
+// safe for concurrent use, and it writes through every batchBytes, so its
+// memory stays bounded however large the NAR.
 type Batch struct {
-	wb   *badger.WriteBatch
-	done sync.Once
-	end  func()
+	s       *ChunkStore
+	mu      sync.Mutex
+	wb      *badger.WriteBatch
+	pending int
+	err     error // first error of a write-through
+	done    sync.Once
 }
+
+// batchBytes is how many frame bytes a Batch holds before writing through.
+const batchBytes = 32 << 20
 
 // NewBatch starts a batch of chunk writes.
 func (s *ChunkStore) NewBatch() *Batch {
 	s.writeMu.RLock()
-	return &Batch{wb: s.db.NewWriteBatch(), end: s.writeMu.RUnlock}
+	return &Batch{s: s, wb: s.db.NewWriteBatch()}
 }
 
 // Put adds a frame to the batch. The batch owns frame afterwards.
 func (b *Batch) Put(id cdc.ID, frame []byte) error {
+	b.mu.Lock()
+	if b.err != nil {
+		b.mu.Unlock()
+		return b.err
+	}
 	if err := b.wb.Set(append([]byte(nil), id[:]...), frame); err != nil {
+		b.mu.Unlock()
 		return fmt.Errorf("put chunk %s: %w", id, err)
+	}
+	b.pending += len(frame)
+	var full *badger.WriteBatch
+	if b.pending >= batchBytes {
+		full, b.wb, b.pending = b.wb, b.s.db.NewWriteBatch(), 0
+	}
+	b.mu.Unlock()
+	if full == nil {
+		return nil
+	}
+	if err := full.Flush(); err != nil {
+		b.mu.Lock()
+		b.err = fmt.Errorf("write chunks: %w", err)
+		b.mu.Unlock()
+		return b.err
 	}
 	return nil
 }
@@ -139,17 +202,25 @@ func (b *Batch) Put(id cdc.ID, frame []byte) error {
 func (b *Batch) Flush() error {
 	err := errors.New("batch already ended")
 	b.done.Do(func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
 		err = b.wb.Flush()
-		b.end()
+		if b.err != nil {
+			err = b.err
+		}
+		b.s.writeMu.RUnlock()
 	})
 	return err
 }
 
-// Cancel abandons the batch unless it has ended already.
+// Cancel abandons what the batch has not written through yet, unless it
+// has ended already.
 func (b *Batch) Cancel() {
 	b.done.Do(func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
 		b.wb.Cancel()
-		b.end()
+		b.s.writeMu.RUnlock()
 	})
 }
 
@@ -202,9 +273,10 @@ var flushKey = []byte("\x00cairn-flush")
 // learns which value-log bytes are dead only when its LSM tree compacts, and
 // a memtable of 40-byte pointers rarely fills, so Reclaim flushes the
 // memtable, compacts the tree, then rewrites every value-log file with more
-// than discardRatio of dead bytes. It returns the number of files rewritten.
+// than discardRatio of dead bytes. It returns the number of files rewritten;
+// ErrBusy means ingests never paused long enough to flush.
 func (s *ChunkStore) Reclaim(ctx context.Context, discardRatio float64) (int, error) {
-	if err := s.flushMemtable(); err != nil {
+	if err := s.flushMemtable(ctx); err != nil {
 		return 0, err
 	}
 	if err := s.db.Flatten(1); err != nil {
@@ -213,8 +285,18 @@ func (s *ChunkStore) Reclaim(ctx context.Context, discardRatio float64) (int, er
 	return s.GC(ctx, discardRatio)
 }
 
-func (s *ChunkStore) flushMemtable() error {
-	s.writeMu.Lock()
+// flushMemtable waits for a moment with no batch open, without ever
+// blocking new batches (a waiting RWMutex writer would, and an ingest that
+// waits on a lock another goroutine holds while opening a batch would then
+// deadlock), and flushes the memtable then. ErrBusy: no such moment came.
+func (s *ChunkStore) flushMemtable(ctx context.Context) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.writeMu.TryLock() {
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return fmt.Errorf("reclaim: flush memtable: %w", ErrBusy)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	defer s.writeMu.Unlock()
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(flushKey, nil) }); err != nil {
 		return fmt.Errorf("reclaim: %w", err)

@@ -36,6 +36,7 @@ var (
 	bucketRefs     = []byte("refs")       // chunk id -> count, size
 	bucketAtime    = []byte("atime")      // store hash -> unix seconds
 	bucketQueue    = []byte("recompress") // commit time (8 bytes BE) + NarHash -> ""
+	bucketNarPaths = []byte("narpaths")   // NarHash + store hash -> "": the narinfos naming a NAR
 
 	keyFormat  = []byte("format")
 	keyChunker = []byte("chunker")
@@ -93,7 +94,7 @@ func OpenIndex(path string, p cdc.Params) (*Index, error) {
 func (ix *Index) init(p cdc.Params) error {
 	want := []byte(strconv.Itoa(FormatVersion))
 	return ix.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketNarInfo, bucketManifest, bucketRefs, bucketAtime, bucketQueue} {
+		for _, b := range [][]byte{bucketMeta, bucketNarInfo, bucketManifest, bucketRefs, bucketAtime, bucketQueue, bucketNarPaths} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -239,6 +240,25 @@ func (ix *Index) RefCount(id cdc.ID) (uint64, error) {
 	return n, err
 }
 
+// Unreferenced returns those of ids that no manifest references, looked up
+// in one read transaction.
+func (ix *Index) Unreferenced(ids []cdc.ID) ([]cdc.ID, error) {
+	var out []cdc.ID
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		refs := tx.Bucket(bucketRefs)
+		for _, id := range ids {
+			if refs.Get(id[:]) == nil {
+				out = append(out, id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up %d chunk references: %w", len(ids), err)
+	}
+	return out, nil
+}
+
 // storeHash is the 32-character hash part of a store path.
 func storeHash(storePath string) (string, error) {
 	const prefix = "/nix/store/"
@@ -321,11 +341,46 @@ func putNarInfo(tx *bolt.Tx, ni *NarInfo, st *Stats) error {
 		return err
 	}
 	b := tx.Bucket(bucketNarInfo)
-	if b.Get([]byte(h)) == nil {
+	paths := tx.Bucket(bucketNarPaths)
+	if old := b.Get([]byte(h)); old == nil {
 		st.NarInfos++
+	} else {
+		var prev NarInfo
+		if err := prev.UnmarshalBinary(old); err != nil {
+			return err
+		}
+		if err := paths.Delete(append(prev.NarHash[:], h...)); err != nil {
+			return err
+		}
+	}
+	if err := paths.Put(append(ni.NarHash[:], h...), nil); err != nil {
+		return err
 	}
 	rec, _ := ni.MarshalBinary()
 	return b.Put([]byte(h), rec)
+}
+
+// deleteNarInfo removes a narinfo and what hangs off it.
+func deleteNarInfo(tx *bolt.Tx, storeHash string, st *Stats) error {
+	b := tx.Bucket(bucketNarInfo)
+	v := b.Get([]byte(storeHash))
+	if v == nil {
+		return ErrNotFound
+	}
+	var ni NarInfo
+	if err := ni.UnmarshalBinary(v); err != nil {
+		return err
+	}
+	st.NarInfos--
+	for _, del := range []struct {
+		b []byte
+		k []byte
+	}{{bucketNarInfo, []byte(storeHash)}, {bucketAtime, []byte(storeHash)}, {bucketNarPaths, append(ni.NarHash[:], storeHash...)}} {
+		if err := tx.Bucket(del.b).Delete(del.k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // addRefs takes one reference on each distinct chunk of a manifest; a new
@@ -361,19 +416,11 @@ func addRefs(refs *bolt.Bucket, chunks []cdc.ChunkRef, st *Stats) (bool, error) 
 // DeleteNarInfo removes the narinfo of a store hash. The NAR stays.
 func (ix *Index) DeleteNarInfo(storeHash string) error {
 	err := ix.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketNarInfo)
-		if b.Get([]byte(storeHash)) == nil {
-			return ErrNotFound
-		}
 		st, err := stats(tx)
 		if err != nil {
 			return err
 		}
-		st.NarInfos--
-		if err := b.Delete([]byte(storeHash)); err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketAtime).Delete([]byte(storeHash)); err != nil {
+		if err := deleteNarInfo(tx, storeHash, &st); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketMeta).Put(keyStats, st.encode())
@@ -384,9 +431,10 @@ func (ix *Index) DeleteNarInfo(storeHash string) error {
 	return nil
 }
 
-// DeleteNAR drops a manifest and its chunk references in one transaction and
-// returns the chunks whose last reference it dropped. The caller deletes
-// those from the chunk store only after this returns, never before.
+// DeleteNAR drops a manifest, its chunk references and every narinfo that
+// names it, in one transaction, so no narinfo outlives its NAR. It returns
+// the chunks whose last reference it dropped; the caller deletes those from
+// the chunk store only after this returns, never before.
 func (ix *Index) DeleteNAR(narHash [32]byte) ([]cdc.ID, error) {
 	var freed []cdc.ID
 	err := ix.db.Update(func(tx *bolt.Tx) error {
@@ -437,6 +485,16 @@ func (ix *Index) DeleteNAR(narHash [32]byte) ([]cdc.ID, error) {
 		st.LogicalBytes -= m.NarSize
 		if err := mb.Delete(narHash[:]); err != nil {
 			return err
+		}
+		var named []string
+		c := tx.Bucket(bucketNarPaths).Cursor()
+		for k, _ := c.Seek(narHash[:]); k != nil && bytes.HasPrefix(k, narHash[:]); k, _ = c.Next() {
+			named = append(named, string(k[32:]))
+		}
+		for _, h := range named {
+			if err := deleteNarInfo(tx, h, &st); err != nil {
+				return fmt.Errorf("narinfo %s: %w", h, err)
+			}
 		}
 		return tx.Bucket(bucketMeta).Put(keyStats, st.encode())
 	})
@@ -532,12 +590,18 @@ type QueueItem struct {
 }
 
 // DueRecompress returns up to limit queued NARs committed before cutoff,
-// oldest first.
-func (ix *Index) DueRecompress(cutoff time.Time, limit int) ([]QueueItem, error) {
+// oldest first, starting after the key after (nil: from the start).
+func (ix *Index) DueRecompress(cutoff time.Time, after []byte, limit int) ([]QueueItem, error) {
 	var out []QueueItem
 	err := ix.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketQueue).Cursor()
-		for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
+		k, _ := c.First()
+		if after != nil {
+			if k, _ = c.Seek(after); bytes.Equal(k, after) {
+				k, _ = c.Next()
+			}
+		}
+		for ; k != nil && len(out) < limit; k, _ = c.Next() {
 			if len(k) != 40 {
 				continue
 			}

@@ -2,6 +2,7 @@ package kv_test
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -86,6 +87,15 @@ func TestIndexRefcountsAndStats(t *testing.T) {
 	gotInfo, err := ix.NarInfo("00000000000000000000000000000000")
 	require.NoError(t, err)
 	require.Equal(t, a.NarHash, gotInfo.NarHash)
+
+	// Deleting a NAR deletes the narinfos that name it, in the same commit.
+	_, err = ix.DeleteNAR(a.NarHash)
+	require.NoError(t, err)
+	_, err = ix.NarInfo("00000000000000000000000000000000")
+	require.ErrorIs(t, err, kv.ErrNotFound)
+	st, err = ix.Stats()
+	require.NoError(t, err)
+	require.Zero(t, st.NarInfos)
 }
 
 func TestRecompressQueue(t *testing.T) {
@@ -98,11 +108,11 @@ func TestRecompressQueue(t *testing.T) {
 		_, err := ix.CommitNAR(m, nil)
 		require.NoError(t, err)
 	}
-	due, err := ix.DueRecompress(time.Now().Add(time.Second), 10)
+	due, err := ix.DueRecompress(time.Now().Add(time.Second), nil, 10)
 	require.NoError(t, err)
 	require.Len(t, due, 1, "only a NAR with stored-block frames is queued")
 	require.Equal(t, stored.NarHash, due[0].NarHash)
-	none, err := ix.DueRecompress(due[0].Queued, 10)
+	none, err := ix.DueRecompress(due[0].Queued, nil, 10)
 	require.NoError(t, err)
 	require.Empty(t, none, "not due before its delay")
 
@@ -116,7 +126,7 @@ func TestRecompressQueue(t *testing.T) {
 	st, err := ix.Stats()
 	require.NoError(t, err)
 	require.EqualValues(t, 12+5, st.PhysicalBytes)
-	due, err = ix.DueRecompress(time.Now().Add(time.Second), 10)
+	due, err = ix.DueRecompress(time.Now().Add(time.Second), nil, 10)
 	require.NoError(t, err)
 	require.Empty(t, due)
 }
@@ -170,4 +180,24 @@ func TestChunkStoreReclaimGivesSpaceBack(t *testing.T) {
 		require.NoError(t, err, "live frames survive the rewrite")
 		require.Len(t, f, 32<<10)
 	}
+}
+
+func TestChunkStoreOpensAfterCrashLeftEmptyVlog(t *testing.T) {
+	dir := t.TempDir()
+	s, err := kv.OpenChunks(dir, kv.DefaultChunkOptions)
+	require.NoError(t, err)
+	b := s.NewBatch()
+	require.NoError(t, b.Put(id(1), []byte("frame bytes")))
+	require.NoError(t, b.Flush())
+	require.NoError(t, s.Close())
+	// What a kill between creating the next value-log file and sizing it
+	// leaves behind.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "000099.vlog"), nil, 0o644))
+
+	s, err = kv.OpenChunks(dir, kv.DefaultChunkOptions)
+	require.NoError(t, err)
+	defer s.Close()
+	f, err := s.Frame(context.Background(), id(1), nil)
+	require.NoError(t, err)
+	require.Equal(t, "frame bytes", string(f))
 }
