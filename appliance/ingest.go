@@ -139,10 +139,11 @@ type chunkJob struct {
 }
 
 type chunkDone struct {
-	seq   int
-	ref   cdc.ChunkRef
-	frame []byte // nil when the chunk was already stored
-	err   error
+	seq    int
+	ref    cdc.ChunkRef
+	frame  []byte // nil when the chunk was already stored
+	marked bool   // the chunk keeps its write mark until the ingest ends
+	err    error
 }
 
 // pipeline is one running ingest: the calling goroutine hashes, lists and
@@ -163,6 +164,7 @@ type pipeline struct {
 	// Owned by the ordering goroutine until it finishes.
 	refs      []cdc.ChunkRef
 	pins      []cdc.ID
+	marked    []cdc.ID // write marks still held
 	written   []cdc.ID
 	newBytes  uint64
 	fileSize  uint64
@@ -253,6 +255,7 @@ func (s *Store) ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 	if _, err := s.ix.CommitNAR(m, want.Info); err != nil {
 		return nil, err
 	}
+	s.doneWriting(p.marked...)
 	s.unpin(p.pins)
 	s.kickRecompress()
 	return &Result{NarHash: got, NarSize: size, FileSize: p.fileSize,
@@ -321,9 +324,13 @@ func (p *pipeline) work() {
 	for j := range p.jobs {
 		d := chunkDone{seq: j.seq}
 		id := cdc.Sum(j.raw)
-		p.s.pin(id)
+		p.s.pinForWrite(id)
 		d.ref = cdc.ChunkRef{ID: id, Raw: uint32(len(j.raw))}
 		comp, level, stored, err := p.s.ix.ChunkFrame(id)
+		d.marked = err == nil && !stored
+		if !d.marked {
+			p.s.doneWriting(id)
+		}
 		switch {
 		case err != nil:
 			d.err = err
@@ -352,7 +359,10 @@ func (p *pipeline) order() {
 	next := 0
 	for d := range p.results {
 		p.pins = append(p.pins, d.ref.ID)
-		if d.frame != nil && d.err == nil {
+		if d.marked {
+			p.marked = append(p.marked, d.ref.ID)
+		}
+		if d.frame != nil {
 			p.written = append(p.written, d.ref.ID)
 			p.newBytes += uint64(len(d.frame))
 		}
@@ -388,6 +398,7 @@ func (p *pipeline) fail(err error) {
 // deleted, so a rejected NAR leaves nothing behind.
 func (p *pipeline) abandon() {
 	p.batch.Cancel()
+	p.s.doneWriting(p.marked...)
 	p.s.unpin(p.pins)
 	if _, err := p.s.deleteUnreferenced(p.written); err != nil {
 		p.s.cfg.Logger.Warn("abandon ingest: delete unreferenced chunks; GC will sweep them", "err", err)

@@ -32,18 +32,26 @@ func (s *Store) recompressLoop() {
 	go func() { <-s.stop; cancel() }()
 	tick := time.NewTicker(max(s.cfg.RecompressDelay/4, time.Second))
 	defer tick.Stop()
+	reclaim := false // replaced frames wait for Reclaim to give their space back
 	for {
 		st, err := s.RecompressDue(ctx, time.Now())
 		if err != nil && ctx.Err() == nil {
 			s.cfg.Logger.Error("recompress", "err", err)
-		} else if st.Chunks > 0 {
+		}
+		if st.Chunks > 0 {
+			s.cfg.Logger.Info("recompressed", "nars", st.NARs, "chunks", st.Chunks, "saved", st.BytesSaved)
+			reclaim = true
+		}
+		if reclaim && ctx.Err() == nil {
 			files, err := s.Reclaim(ctx)
-			if errors.Is(err, kv.ErrBusy) {
-				s.cfg.Logger.Info("reclaim deferred: ingests kept writing", "err", err)
-			} else if err != nil && ctx.Err() == nil {
+			switch {
+			case errors.Is(err, kv.ErrBusy):
+				s.cfg.Logger.Info("reclaim: memtable flush deferred, ingests kept writing; retrying", "vlog_files_rewritten", files)
+			case err != nil && ctx.Err() == nil:
 				s.cfg.Logger.Error("reclaim after recompress", "err", err)
+			default:
+				reclaim = false
 			}
-			s.cfg.Logger.Info("recompressed", "nars", st.NARs, "chunks", st.Chunks, "saved", st.BytesSaved, "vlog_files_rewritten", files)
 		}
 		select {
 		case <-ctx.Done():
@@ -91,13 +99,18 @@ func (s *Store) RecompressDue(ctx context.Context, now time.Time) (RecompressSta
 				continue
 			case err != nil && ctx.Err() != nil:
 				return total, ctx.Err()
-			case err != nil:
-				s.cfg.Logger.Error("recompress: dropping NAR from the queue; its frames stay stored uncompressed",
-					"nar", FormatHash(it.NarHash), "err", err)
-				if err := s.ix.FinishRecompress(it.Key, nil); err != nil {
+			case errors.Is(err, cdc.ErrCorrupt) || errors.Is(err, kv.ErrNotFound):
+				// Damage in this NAR's chunks: retrying cannot help. Record
+				// what was rewritten already and drop it from the queue;
+				// scrub reports the damage.
+				s.cfg.Logger.Error("recompress: dropping damaged NAR from the queue", "nar", FormatHash(it.NarHash), "err", err)
+				if err := s.settle(ctx, it); err != nil {
 					return total, err
 				}
 				continue
+			case err != nil:
+				// Anything else (I/O, the index) may pass: keep the item.
+				return total, err
 			}
 			total.NARs++
 			total.Chunks += st.Chunks
@@ -132,7 +145,7 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem) (RecompressS
 	for i, c := range todo {
 		ids[i] = c.ID
 	}
-	if !s.pinIfFree(ids) {
+	if !s.pinIfNotWriting(ids) {
 		return st, errBusyChunks
 	}
 	defer s.unpin(ids)
@@ -147,18 +160,21 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem) (RecompressS
 		if err != nil {
 			return st, err
 		}
-		if len(frame) != int(c.Comp) {
-			// A run that crashed before recording its work already wrote
-			// this frame: record it as it is.
-			updates = append(updates, kv.FrameUpdate{ID: c.ID, From: c.Comp, Comp: uint32(len(frame)), Level: uint8(s.cfg.Level)})
-			continue
-		}
 		raw, err := s.codec.Decompress(nil, frame, int(c.Raw))
 		if err != nil {
 			return st, fmt.Errorf("chunk %s: %w", c.ID, err)
 		}
 		if cdc.Sum(raw) != c.ID {
 			return st, fmt.Errorf("chunk %s: %w: plaintext hash differs", c.ID, cdc.ErrCorrupt)
+		}
+		if len(frame) != int(c.Comp) {
+			// An earlier run that failed or crashed before recording its
+			// work already wrote this frame: record it as it is.
+			updates = append(updates, kv.FrameUpdate{ID: c.ID, From: c.Comp, Comp: uint32(len(frame)), Level: uint8(s.cfg.Level)})
+			st.Chunks++
+			st.RawBytes += uint64(c.Raw)
+			st.BytesSaved += uint64(int(c.Comp) - len(frame))
+			continue
 		}
 		packed := s.codec.Compress(nil, raw)
 		if len(packed) >= len(frame) {
@@ -180,4 +196,31 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem) (RecompressS
 		return st, err
 	}
 	return st, s.ix.FinishRecompress(it.Key, updates)
+}
+
+// settle drops a NAR from the recompress queue after recording those of its
+// frames an interrupted run already replaced, so the index keeps matching
+// what the chunk store holds.
+func (s *Store) settle(ctx context.Context, it kv.QueueItem) error {
+	m, err := s.ix.Manifest(it.NarHash)
+	if errors.Is(err, kv.ErrNotFound) {
+		return s.ix.FinishRecompress(it.Key, nil)
+	}
+	if err != nil {
+		return err
+	}
+	var updates []kv.FrameUpdate
+	for _, c := range m.Chunks {
+		if c.Level != cdc.StoredLevel {
+			continue
+		}
+		frame, err := s.chunks.Frame(ctx, c.ID, nil)
+		if err != nil || len(frame) == int(c.Comp) {
+			continue
+		}
+		if raw, err := s.codec.Decompress(nil, frame, int(c.Raw)); err == nil && cdc.Sum(raw) == c.ID {
+			updates = append(updates, kv.FrameUpdate{ID: c.ID, From: c.Comp, Comp: uint32(len(frame)), Level: uint8(s.cfg.Level)})
+		}
+	}
+	return s.ix.FinishRecompress(it.Key, updates)
 }

@@ -93,10 +93,13 @@ type Store struct {
 	flightMu sync.Mutex
 	flights  map[[32]byte]*flight
 
-	// pinMu guards pinned: chunks an unfinished ingest relies on. A chunk is
-	// deleted only while holding pinMu, with no pin and no reference.
-	pinMu  sync.Mutex
-	pinned map[cdc.ID]int
+	// pinMu guards pinned, the chunks an unfinished ingest or recompression
+	// relies on, and writing, those an unfinished ingest may still write as
+	// stored frames. A chunk is deleted only under pinMu with no pin and no
+	// reference, and recompressed only while no ingest may write it.
+	pinMu   sync.Mutex
+	pinned  map[cdc.ID]int
+	writing map[cdc.ID]int
 
 	atimeMu sync.Mutex
 	atimes  map[string]int64
@@ -147,6 +150,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		cfg: cfg, ix: ix, chunks: chunks, codec: codec,
 		flights: map[[32]byte]*flight{},
 		pinned:  map[cdc.ID]int{},
+		writing: map[cdc.ID]int{},
 		atimes:  map[string]int64{},
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
@@ -239,19 +243,34 @@ func (s *Store) Stats() (Stats, error) {
 	return out, nil
 }
 
-// pin marks chunks as relied on by an unfinished ingest.
-func (s *Store) pin(id cdc.ID) {
+// pinForWrite marks a chunk as relied on, and as one the ingest may write,
+// before the ingest looks it up.
+func (s *Store) pinForWrite(id cdc.ID) {
 	s.pinMu.Lock()
 	s.pinned[id]++
+	s.writing[id]++
 	s.pinMu.Unlock()
 }
 
-// pinIfFree pins ids only if none of them is pinned already.
-func (s *Store) pinIfFree(ids []cdc.ID) bool {
+// doneWriting drops write marks: after a look-up found the chunk stored, or
+// once the ingest that wrote it has committed or given up.
+func (s *Store) doneWriting(ids ...cdc.ID) {
+	s.pinMu.Lock()
+	for _, id := range ids {
+		if s.writing[id]--; s.writing[id] <= 0 {
+			delete(s.writing, id)
+		}
+	}
+	s.pinMu.Unlock()
+}
+
+// pinIfNotWriting pins ids for a recompression, unless an ingest may still
+// write one of them: its late stored frame would land on the new one.
+func (s *Store) pinIfNotWriting(ids []cdc.ID) bool {
 	s.pinMu.Lock()
 	defer s.pinMu.Unlock()
 	for _, id := range ids {
-		if s.pinned[id] > 0 {
+		if s.writing[id] > 0 {
 			return false
 		}
 	}
@@ -261,7 +280,7 @@ func (s *Store) pinIfFree(ids []cdc.ID) bool {
 	return true
 }
 
-// unpin releases pins taken by pin.
+// unpin releases pins.
 func (s *Store) unpin(ids []cdc.ID) {
 	s.pinMu.Lock()
 	for _, id := range ids {

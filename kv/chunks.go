@@ -44,7 +44,9 @@ type ChunkStore struct {
 	writeMu sync.RWMutex
 }
 
-// OpenChunks opens or creates the chunk store in dir.
+// OpenChunks opens or creates the chunk store in dir. The caller holds the
+// data directory's lock (appliance opens the index first), because crash
+// leftovers are cleaned up before Badger takes its own.
 func OpenChunks(dir string, o ChunkOptions) (*ChunkStore, error) {
 	if o.MemTableSize == 0 {
 		o = DefaultChunkOptions
@@ -148,20 +150,24 @@ func (s *ChunkStore) Has(id cdc.ID) (bool, error) {
 }
 
 // Batch collects chunk writes. Call Flush, then ChunkStore.Sync, before any
-// index record refers to the chunks; Flush or Cancel ends the batch. It is
-// safe for concurrent use, and it writes through every batchBytes, so its
-// memory stays bounded however large the NAR.
+// index record refers to the chunks; Flush or Cancel ends the batch. Put is
+// safe for concurrent use; the batch writes through every batchBytes, so
+// its memory stays bounded however large the NAR.
 type Batch struct {
 	s       *ChunkStore
 	mu      sync.Mutex
 	wb      *badger.WriteBatch
 	pending int
-	err     error // first error of a write-through
-	done    sync.Once
+	ended   bool
+	err     error          // first error of a write-through
+	through sync.WaitGroup // write-throughs still running
 }
 
 // batchBytes is how many frame bytes a Batch holds before writing through.
 const batchBytes = 32 << 20
+
+// errBatchEnded reports a Put, Flush or Cancel after the batch ended.
+var errBatchEnded = errors.New("chunk batch already ended")
 
 // NewBatch starts a batch of chunk writes.
 func (s *ChunkStore) NewBatch() *Batch {
@@ -172,7 +178,11 @@ func (s *ChunkStore) NewBatch() *Batch {
 // Put adds a frame to the batch. The batch owns frame afterwards.
 func (b *Batch) Put(id cdc.ID, frame []byte) error {
 	b.mu.Lock()
-	if b.err != nil {
+	switch {
+	case b.ended:
+		b.mu.Unlock()
+		return errBatchEnded
+	case b.err != nil:
 		b.mu.Unlock()
 		return b.err
 	}
@@ -184,44 +194,58 @@ func (b *Batch) Put(id cdc.ID, frame []byte) error {
 	var full *badger.WriteBatch
 	if b.pending >= batchBytes {
 		full, b.wb, b.pending = b.wb, b.s.db.NewWriteBatch(), 0
+		b.through.Add(1)
 	}
 	b.mu.Unlock()
 	if full == nil {
 		return nil
 	}
+	defer b.through.Done()
 	if err := full.Flush(); err != nil {
 		b.mu.Lock()
-		b.err = fmt.Errorf("write chunks: %w", err)
+		if b.err == nil {
+			b.err = fmt.Errorf("write chunks: %w", err)
+		}
+		err = b.err
 		b.mu.Unlock()
-		return b.err
+		return err
 	}
 	return nil
 }
 
-// Flush writes the batch and ends it.
+// end marks the batch ended and waits for running write-throughs.
+func (b *Batch) end() bool {
+	b.mu.Lock()
+	if b.ended {
+		b.mu.Unlock()
+		return false
+	}
+	b.ended = true
+	b.mu.Unlock()
+	b.through.Wait()
+	return true
+}
+
+// Flush writes the rest of the batch and ends it.
 func (b *Batch) Flush() error {
-	err := errors.New("batch already ended")
-	b.done.Do(func() {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		err = b.wb.Flush()
-		if b.err != nil {
-			err = b.err
-		}
-		b.s.writeMu.RUnlock()
-	})
+	if !b.end() {
+		return errBatchEnded
+	}
+	defer b.s.writeMu.RUnlock()
+	err := b.wb.Flush()
+	if b.err != nil {
+		return b.err
+	}
 	return err
 }
 
 // Cancel abandons what the batch has not written through yet, unless it
 // has ended already.
 func (b *Batch) Cancel() {
-	b.done.Do(func() {
-		b.mu.Lock()
-		defer b.mu.Unlock()
+	if b.end() {
 		b.wb.Cancel()
 		b.s.writeMu.RUnlock()
-	})
+	}
 }
 
 // Sync makes every write so far durable.
@@ -276,13 +300,20 @@ var flushKey = []byte("\x00cairn-flush")
 // than discardRatio of dead bytes. It returns the number of files rewritten;
 // ErrBusy means ingests never paused long enough to flush.
 func (s *ChunkStore) Reclaim(ctx context.Context, discardRatio float64) (int, error) {
-	if err := s.flushMemtable(ctx); err != nil {
-		return 0, err
+	// Without the flush, compaction still finds what earlier flushes
+	// brought down, so the rest runs either way.
+	flushErr := s.flushMemtable(ctx)
+	if ctx.Err() != nil {
+		return 0, ctx.Err()
 	}
 	if err := s.db.Flatten(1); err != nil {
 		return 0, fmt.Errorf("reclaim: compact: %w", err)
 	}
-	return s.GC(ctx, discardRatio)
+	n, err := s.GC(ctx, discardRatio)
+	if err == nil {
+		err = flushErr
+	}
+	return n, err
 }
 
 // flushMemtable waits for a moment with no batch open, without ever
@@ -292,7 +323,10 @@ func (s *ChunkStore) Reclaim(ctx context.Context, discardRatio float64) (int, er
 func (s *ChunkStore) flushMemtable(ctx context.Context) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for !s.writeMu.TryLock() {
-		if ctx.Err() != nil || time.Now().After(deadline) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
 			return fmt.Errorf("reclaim: flush memtable: %w", ErrBusy)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -324,9 +358,6 @@ func (s *ChunkStore) GC(ctx context.Context, discardRatio float64) (int, error) 
 	}
 	return n, ctx.Err()
 }
-
-// Size returns Badger's own estimate of its LSM and value-log bytes.
-func (s *ChunkStore) Size() (lsm, vlog int64) { return s.db.Size() }
 
 type badgerLogger struct{ l *slog.Logger }
 

@@ -94,8 +94,22 @@ func OpenIndex(path string, p cdc.Params) (*Index, error) {
 func (ix *Index) init(p cdc.Params) error {
 	want := []byte(strconv.Itoa(FormatVersion))
 	return ix.db.Update(func(tx *bolt.Tx) error {
+		fillNarPaths := tx.Bucket(bucketNarPaths) == nil && tx.Bucket(bucketNarInfo) != nil
 		for _, b := range [][]byte{bucketMeta, bucketNarInfo, bucketManifest, bucketRefs, bucketAtime, bucketQueue, bucketNarPaths} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		if fillNarPaths {
+			// An index from before the reverse bucket existed.
+			paths := tx.Bucket(bucketNarPaths)
+			if err := tx.Bucket(bucketNarInfo).ForEach(func(k, v []byte) error {
+				var ni NarInfo
+				if err := ni.UnmarshalBinary(v); err != nil {
+					return err
+				}
+				return paths.Put(append(ni.NarHash[:], k...), nil)
+			}); err != nil {
 				return err
 			}
 		}
@@ -119,16 +133,6 @@ func (ix *Index) init(p cdc.Params) error {
 		}
 		return nil
 	})
-}
-
-// Chunker returns the chunker parameters recorded at creation.
-func (ix *Index) Chunker() (string, error) {
-	var s string
-	err := ix.db.View(func(tx *bolt.Tx) error {
-		s = string(tx.Bucket(bucketMeta).Get(keyChunker))
-		return nil
-	})
-	return s, err
 }
 
 // Close closes the index.
@@ -491,7 +495,22 @@ func (ix *Index) DeleteNAR(narHash [32]byte) ([]cdc.ID, error) {
 		for k, _ := c.Seek(narHash[:]); k != nil && bytes.HasPrefix(k, narHash[:]); k, _ = c.Next() {
 			named = append(named, string(k[32:]))
 		}
+		infos, paths := tx.Bucket(bucketNarInfo), tx.Bucket(bucketNarPaths)
 		for _, h := range named {
+			var ni NarInfo
+			v := infos.Get([]byte(h))
+			if v != nil {
+				if err := ni.UnmarshalBinary(v); err != nil {
+					return fmt.Errorf("narinfo %s: %w", h, err)
+				}
+			}
+			if v == nil || ni.NarHash != narHash {
+				// A stale reverse entry: drop it and go on.
+				if err := paths.Delete(append(narHash[:], h...)); err != nil {
+					return err
+				}
+				continue
+			}
 			if err := deleteNarInfo(tx, h, &st); err != nil {
 				return fmt.Errorf("narinfo %s: %w", h, err)
 			}
@@ -535,14 +554,19 @@ func (ix *Index) ForEachRef(fn func(id cdc.ID, count uint64) error) error {
 	})
 }
 
-// Touch records access times, one transaction for the whole batch.
+// Touch records access times, one transaction for the whole batch, for the
+// store paths that still have a narinfo.
 func (ix *Index) Touch(times map[string]int64) error {
 	if len(times) == 0 {
 		return nil
 	}
 	return ix.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketAtime)
+		infos := tx.Bucket(bucketNarInfo)
 		for h, t := range times {
+			if infos.Get([]byte(h)) == nil {
+				continue
+			}
 			if err := b.Put([]byte(h), binary.BigEndian.AppendUint64(nil, uint64(t))); err != nil {
 				return err
 			}
