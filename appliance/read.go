@@ -60,7 +60,7 @@ func (s *Store) Verify(ctx context.Context, narHash [32]byte) error {
 		return fmt.Errorf("verify %s: %w", FormatHash(narHash), err)
 	}
 	for i, c := range n.Manifest.Chunks {
-		if err := s.verifyChunk(ctx, c); err != nil {
+		if _, _, err := s.plain(ctx, c); err != nil {
 			return fmt.Errorf("verify %s: chunk %d: %w", FormatHash(narHash), i, err)
 		}
 	}
@@ -75,19 +75,21 @@ func (s *Store) Verify(ctx context.Context, narHash [32]byte) error {
 	return nil
 }
 
-func (s *Store) verifyChunk(ctx context.Context, c cdc.ChunkRef) error {
-	frame, err := s.chunks.Frame(ctx, c.ID, nil)
+// plain reads a chunk's stored frame and its plaintext, checked against the
+// chunk's SHA-256.
+func (s *Store) plain(ctx context.Context, c cdc.ChunkRef) (frame, raw []byte, err error) {
+	frame, err = s.chunks.Frame(ctx, c.ID, nil)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	raw, err := s.codec.Decompress(nil, frame, int(c.Raw))
+	raw, err = s.codec.Decompress(nil, frame, int(c.Raw))
 	if err != nil {
-		return fmt.Errorf("chunk %s: %w", c.ID, err)
+		return nil, nil, fmt.Errorf("chunk %s: %w", c.ID, err)
 	}
 	if cdc.Sum(raw) != c.ID {
-		return fmt.Errorf("chunk %s: %w: plaintext hash differs", c.ID, cdc.ErrCorrupt)
+		return nil, nil, fmt.Errorf("chunk %s: %w: plaintext hash differs", c.ID, cdc.ErrCorrupt)
 	}
-	return nil
+	return frame, raw, nil
 }
 
 // DeleteNAR removes a NAR: first its manifest and chunk references in one

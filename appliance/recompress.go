@@ -3,7 +3,6 @@ package appliance
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"cairn/cdc"
@@ -78,10 +77,9 @@ func (s *Store) Reclaim(ctx context.Context) (int, error) {
 var errBusyChunks = errors.New("chunks in use by an ingest")
 
 // RecompressDue rewrites, at the configured level, the stored-block frames
-// of every queued NAR committed at least RecompressDelay before now. A NAR
-// whose recompression fails for any reason but cancellation is logged and
-// dropped from the queue, so one bad chunk cannot stall the rest; its
-// frames stay valid in their stored form and scrub reports the damage.
+// of every queued NAR committed at least RecompressDelay before now. A
+// damaged chunk is logged and left as it is, for scrub to report; an error
+// that may pass (I/O, the index) stops the run and keeps the NAR queued.
 func (s *Store) RecompressDue(ctx context.Context, now time.Time) (RecompressStats, error) {
 	var total RecompressStats
 	cutoff := now.Add(-max(s.cfg.RecompressDelay, 0))
@@ -94,22 +92,10 @@ func (s *Store) RecompressDue(ctx context.Context, now time.Time) (RecompressSta
 		for _, it := range items {
 			after = it.Key
 			st, err := s.recompressNAR(ctx, it)
-			switch {
-			case errors.Is(err, errBusyChunks):
+			if errors.Is(err, errBusyChunks) {
 				continue
-			case err != nil && ctx.Err() != nil:
-				return total, ctx.Err()
-			case errors.Is(err, cdc.ErrCorrupt) || errors.Is(err, kv.ErrNotFound):
-				// Damage in this NAR's chunks: retrying cannot help. Record
-				// what was rewritten already and drop it from the queue;
-				// scrub reports the damage.
-				s.cfg.Logger.Error("recompress: dropping damaged NAR from the queue", "nar", FormatHash(it.NarHash), "err", err)
-				if err := s.settle(ctx, it); err != nil {
-					return total, err
-				}
-				continue
-			case err != nil:
-				// Anything else (I/O, the index) may pass: keep the item.
+			}
+			if err != nil {
 				return total, err
 			}
 			total.NARs++
@@ -123,7 +109,8 @@ func (s *Store) RecompressDue(ctx context.Context, now time.Time) (RecompressSta
 // recompressNAR rewrites one NAR's stored-block frames. Each chunk's
 // SHA-256 is checked on the way, the new frames are durable before the
 // index records them, and the chunks stay pinned so GC cannot delete them
-// meanwhile.
+// meanwhile. A frame an interrupted run already replaced is recorded as it
+// is.
 func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem) (RecompressStats, error) {
 	var st RecompressStats
 	m, err := s.ix.Manifest(it.NarHash)
@@ -152,42 +139,39 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem) (RecompressS
 	batch := s.chunks.NewBatch()
 	defer batch.Cancel()
 	var updates []kv.FrameUpdate
+	record := func(c cdc.ChunkRef, comp int, level uint8) {
+		updates = append(updates, kv.FrameUpdate{ID: c.ID, From: c.Comp, Comp: uint32(comp), Level: level})
+		if level != cdc.IncompressibleLevel {
+			st.Chunks++
+			st.RawBytes += uint64(c.Raw)
+			st.BytesSaved += uint64(int(c.Comp) - comp)
+		}
+	}
 	for _, c := range todo {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
-		frame, err := s.chunks.Frame(ctx, c.ID, nil)
+		frame, raw, err := s.plain(ctx, c)
+		if errors.Is(err, cdc.ErrCorrupt) || errors.Is(err, kv.ErrNotFound) {
+			s.cfg.Logger.Error("recompress: damaged chunk left as it is", "nar", FormatHash(it.NarHash), "err", err)
+			continue
+		}
 		if err != nil {
 			return st, err
 		}
-		raw, err := s.codec.Decompress(nil, frame, int(c.Raw))
-		if err != nil {
-			return st, fmt.Errorf("chunk %s: %w", c.ID, err)
-		}
-		if cdc.Sum(raw) != c.ID {
-			return st, fmt.Errorf("chunk %s: %w: plaintext hash differs", c.ID, cdc.ErrCorrupt)
-		}
 		if len(frame) != int(c.Comp) {
-			// An earlier run that failed or crashed before recording its
-			// work already wrote this frame: record it as it is.
-			updates = append(updates, kv.FrameUpdate{ID: c.ID, From: c.Comp, Comp: uint32(len(frame)), Level: uint8(s.cfg.Level)})
-			st.Chunks++
-			st.RawBytes += uint64(c.Raw)
-			st.BytesSaved += uint64(int(c.Comp) - len(frame))
+			record(c, len(frame), uint8(s.cfg.Level))
 			continue
 		}
 		packed := s.codec.Compress(nil, raw)
 		if len(packed) >= len(frame) {
-			updates = append(updates, kv.FrameUpdate{ID: c.ID, From: c.Comp, Comp: uint32(len(frame)), Level: cdc.IncompressibleLevel})
+			record(c, len(frame), cdc.IncompressibleLevel)
 			continue
 		}
 		if err := batch.Put(c.ID, packed); err != nil {
 			return st, err
 		}
-		updates = append(updates, kv.FrameUpdate{ID: c.ID, From: c.Comp, Comp: uint32(len(packed)), Level: uint8(s.cfg.Level)})
-		st.Chunks++
-		st.RawBytes += uint64(c.Raw)
-		st.BytesSaved += uint64(len(frame) - len(packed))
+		record(c, len(packed), uint8(s.cfg.Level))
 	}
 	if err := batch.Flush(); err != nil {
 		return st, err
@@ -196,31 +180,4 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem) (RecompressS
 		return st, err
 	}
 	return st, s.ix.FinishRecompress(it.Key, updates)
-}
-
-// settle drops a NAR from the recompress queue after recording those of its
-// frames an interrupted run already replaced, so the index keeps matching
-// what the chunk store holds.
-func (s *Store) settle(ctx context.Context, it kv.QueueItem) error {
-	m, err := s.ix.Manifest(it.NarHash)
-	if errors.Is(err, kv.ErrNotFound) {
-		return s.ix.FinishRecompress(it.Key, nil)
-	}
-	if err != nil {
-		return err
-	}
-	var updates []kv.FrameUpdate
-	for _, c := range m.Chunks {
-		if c.Level != cdc.StoredLevel {
-			continue
-		}
-		frame, err := s.chunks.Frame(ctx, c.ID, nil)
-		if err != nil || len(frame) == int(c.Comp) {
-			continue
-		}
-		if raw, err := s.codec.Decompress(nil, frame, int(c.Raw)); err == nil && cdc.Sum(raw) == c.ID {
-			updates = append(updates, kv.FrameUpdate{ID: c.ID, From: c.Comp, Comp: uint32(len(frame)), Level: uint8(s.cfg.Level)})
-		}
-	}
-	return s.ix.FinishRecompress(it.Key, updates)
 }

@@ -166,7 +166,7 @@ type Batch struct {
 // batchBytes is how many frame bytes a Batch holds before writing through.
 const batchBytes = 32 << 20
 
-// errBatchEnded reports a Put, Flush or Cancel after the batch ended.
+// errBatchEnded reports a Put or Flush after the batch ended.
 var errBatchEnded = errors.New("chunk batch already ended")
 
 // NewBatch starts a batch of chunk writes.
@@ -309,7 +309,7 @@ func (s *ChunkStore) Reclaim(ctx context.Context, discardRatio float64) (int, er
 	if err := s.db.Flatten(1); err != nil {
 		return 0, fmt.Errorf("reclaim: compact: %w", err)
 	}
-	n, err := s.GC(ctx, discardRatio)
+	n, err := s.gc(ctx, discardRatio)
 	if err == nil {
 		err = flushErr
 	}
@@ -341,10 +341,10 @@ func (s *ChunkStore) flushMemtable(ctx context.Context) error {
 	return nil
 }
 
-// GC rewrites value-log files until none has more than discardRatio of
+// gc rewrites value-log files until none has more than discardRatio of
 // dead bytes by Badger's current discard stats. It returns the number of
 // files rewritten.
-func (s *ChunkStore) GC(ctx context.Context, discardRatio float64) (int, error) {
+func (s *ChunkStore) gc(ctx context.Context, discardRatio float64) (int, error) {
 	n := 0
 	for ctx.Err() == nil {
 		err := s.db.RunValueLogGC(discardRatio)

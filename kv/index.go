@@ -157,6 +157,21 @@ func stats(tx *bolt.Tx) (Stats, error) {
 	return decodeStats(b)
 }
 
+// update runs fn in one write transaction with the counters loaded, and
+// stores them back in the same transaction.
+func (ix *Index) update(fn func(tx *bolt.Tx, st *Stats) error) error {
+	return ix.db.Update(func(tx *bolt.Tx) error {
+		st, err := stats(tx)
+		if err != nil {
+			return err
+		}
+		if err := fn(tx, &st); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyStats, st.encode())
+	})
+}
+
 // Stats returns the index counters.
 func (ix *Index) Stats() (Stats, error) {
 	var s Stats
@@ -229,21 +244,6 @@ func (ix *Index) NarInfo(storeHash string) (*NarInfo, error) {
 	return n, nil
 }
 
-// RefCount returns the number of manifests that reference chunk id.
-func (ix *Index) RefCount(id cdc.ID) (uint64, error) {
-	var n uint64
-	err := ix.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketRefs).Get(id[:])
-		if v == nil {
-			return nil
-		}
-		r, err := decodeRef(v)
-		n = r.count
-		return err
-	})
-	return n, err
-}
-
 // Unreferenced returns those of ids that no manifest references, looked up
 // in one read transaction.
 func (ix *Index) Unreferenced(ids []cdc.ID) ([]cdc.ID, error) {
@@ -277,11 +277,7 @@ func storeHash(storePath string) (string, error) {
 // reports whether the manifest was new; an existing manifest is kept as is.
 func (ix *Index) CommitNAR(m *Manifest, ni *NarInfo) (bool, error) {
 	var created bool
-	err := ix.db.Update(func(tx *bolt.Tx) error {
-		st, err := stats(tx)
-		if err != nil {
-			return err
-		}
+	err := ix.update(func(tx *bolt.Tx, st *Stats) error {
 		mb := tx.Bucket(bucketManifest)
 		if mb.Get(m.NarHash[:]) == nil {
 			created = true
@@ -289,7 +285,7 @@ func (ix *Index) CommitNAR(m *Manifest, ni *NarInfo) (bool, error) {
 			if err := mb.Put(m.NarHash[:], rec); err != nil {
 				return err
 			}
-			stored, err := addRefs(tx.Bucket(bucketRefs), m.Chunks, &st)
+			stored, err := addRefs(tx.Bucket(bucketRefs), m.Chunks, st)
 			if err != nil {
 				return err
 			}
@@ -306,11 +302,11 @@ func (ix *Index) CommitNAR(m *Manifest, ni *NarInfo) (bool, error) {
 			if ni.NarHash != m.NarHash {
 				return fmt.Errorf("narinfo %s: NarHash %x does not name manifest %x", ni.StorePath, ni.NarHash, m.NarHash)
 			}
-			if err := putNarInfo(tx, ni, &st); err != nil {
+			if err := putNarInfo(tx, ni, st); err != nil {
 				return err
 			}
 		}
-		return tx.Bucket(bucketMeta).Put(keyStats, st.encode())
+		return nil
 	})
 	if err != nil {
 		return false, fmt.Errorf("commit nar %x: %w", m.NarHash, err)
@@ -320,18 +316,11 @@ func (ix *Index) CommitNAR(m *Manifest, ni *NarInfo) (bool, error) {
 
 // PutNarInfo stores a narinfo for a NAR that is already committed.
 func (ix *Index) PutNarInfo(ni *NarInfo) error {
-	err := ix.db.Update(func(tx *bolt.Tx) error {
+	err := ix.update(func(tx *bolt.Tx, st *Stats) error {
 		if tx.Bucket(bucketManifest).Get(ni.NarHash[:]) == nil {
 			return fmt.Errorf("nar %x: %w", ni.NarHash, ErrNotFound)
 		}
-		st, err := stats(tx)
-		if err != nil {
-			return err
-		}
-		if err := putNarInfo(tx, ni, &st); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketMeta).Put(keyStats, st.encode())
+		return putNarInfo(tx, ni, st)
 	})
 	if err != nil {
 		return fmt.Errorf("put narinfo %s: %w", ni.StorePath, err)
@@ -419,15 +408,8 @@ func addRefs(refs *bolt.Bucket, chunks []cdc.ChunkRef, st *Stats) (bool, error) 
 
 // DeleteNarInfo removes the narinfo of a store hash. The NAR stays.
 func (ix *Index) DeleteNarInfo(storeHash string) error {
-	err := ix.db.Update(func(tx *bolt.Tx) error {
-		st, err := stats(tx)
-		if err != nil {
-			return err
-		}
-		if err := deleteNarInfo(tx, storeHash, &st); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketMeta).Put(keyStats, st.encode())
+	err := ix.update(func(tx *bolt.Tx, st *Stats) error {
+		return deleteNarInfo(tx, storeHash, st)
 	})
 	if err != nil {
 		return fmt.Errorf("delete narinfo %s: %w", storeHash, err)
@@ -441,7 +423,7 @@ func (ix *Index) DeleteNarInfo(storeHash string) error {
 // the chunk store only after this returns, never before.
 func (ix *Index) DeleteNAR(narHash [32]byte) ([]cdc.ID, error) {
 	var freed []cdc.ID
-	err := ix.db.Update(func(tx *bolt.Tx) error {
+	err := ix.update(func(tx *bolt.Tx, st *Stats) error {
 		freed = freed[:0]
 		mb := tx.Bucket(bucketManifest)
 		v := mb.Get(narHash[:])
@@ -450,10 +432,6 @@ func (ix *Index) DeleteNAR(narHash [32]byte) ([]cdc.ID, error) {
 		}
 		var m Manifest
 		if err := m.UnmarshalBinary(v); err != nil {
-			return err
-		}
-		st, err := stats(tx)
-		if err != nil {
 			return err
 		}
 		refs := tx.Bucket(bucketRefs)
@@ -511,11 +489,11 @@ func (ix *Index) DeleteNAR(narHash [32]byte) ([]cdc.ID, error) {
 				}
 				continue
 			}
-			if err := deleteNarInfo(tx, h, &st); err != nil {
+			if err := deleteNarInfo(tx, h, st); err != nil {
 				return fmt.Errorf("narinfo %s: %w", h, err)
 			}
 		}
-		return tx.Bucket(bucketMeta).Put(keyStats, st.encode())
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("delete nar %x: %w", narHash, err)
@@ -653,11 +631,7 @@ type FrameUpdate struct {
 // chunk store, and removes the queue entry, in one transaction. An update
 // whose chunk is gone or no longer recorded as From is skipped.
 func (ix *Index) FinishRecompress(key []byte, updates []FrameUpdate) error {
-	err := ix.db.Update(func(tx *bolt.Tx) error {
-		st, err := stats(tx)
-		if err != nil {
-			return err
-		}
+	err := ix.update(func(tx *bolt.Tx, st *Stats) error {
 		refs := tx.Bucket(bucketRefs)
 		for _, u := range updates {
 			v := refs.Get(u.ID[:])
@@ -677,10 +651,7 @@ func (ix *Index) FinishRecompress(key []byte, updates []FrameUpdate) error {
 				return err
 			}
 		}
-		if err := tx.Bucket(bucketQueue).Delete(key); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketMeta).Put(keyStats, st.encode())
+		return tx.Bucket(bucketQueue).Delete(key)
 	})
 	if err != nil {
 		return fmt.Errorf("finish recompress: %w", err)
