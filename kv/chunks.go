@@ -51,7 +51,7 @@ func OpenChunks(dir string, o ChunkOptions) (*ChunkStore, error) {
 	if o.MemTableSize == 0 {
 		o = DefaultChunkOptions
 	}
-	if err := removeEmptyVlogs(dir, o.Logger); err != nil {
+	if err := removeEmptyLogs(dir, o.Logger); err != nil {
 		return nil, fmt.Errorf("open chunk store %s: %w", dir, err)
 	}
 	opts := badger.DefaultOptions(dir).
@@ -85,15 +85,18 @@ func OpenChunks(dir string, o ChunkOptions) (*ChunkStore, error) {
 	return &ChunkStore{db: db}, nil
 }
 
-// removeEmptyVlogs deletes zero-length value-log files. A kill between
-// Badger creating a value-log file and sizing it leaves one, and Badger
-// then refuses to open ("Open existing file ... Create a new file"). Such
-// a file holds nothing: every value-log file starts with a header that is
-// written before its first entry.
-func removeEmptyVlogs(dir string, log *slog.Logger) error {
-	paths, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
-	if err != nil {
-		return err
+// removeEmptyLogs deletes zero-length value-log and memtable log files. A
+// kill between Badger creating such a file and sizing it leaves one, and
+// Badger then refuses to open ("… Create a new file"). An empty file holds
+// nothing: each starts with a header written before its first entry.
+func removeEmptyLogs(dir string, log *slog.Logger) error {
+	var paths []string
+	for _, pattern := range []string{"*.vlog", "*.mem"} {
+		p, err := filepath.Glob(filepath.Join(dir, pattern))
+		if err != nil {
+			return err
+		}
+		paths = append(paths, p...)
 	}
 	for _, p := range paths {
 		fi, err := os.Stat(p)
@@ -101,10 +104,10 @@ func removeEmptyVlogs(dir string, log *slog.Logger) error {
 			continue
 		}
 		if err := os.Remove(p); err != nil {
-			return fmt.Errorf("remove empty value log %s: %w", p, err)
+			return fmt.Errorf("remove empty log file %s: %w", p, err)
 		}
 		if log != nil {
-			log.Warn("removed an empty value-log file left by a crash", "file", p)
+			log.Warn("removed an empty log file left by a crash", "file", p)
 		}
 	}
 	return nil

@@ -182,7 +182,7 @@ func TestChunkStoreReclaimGivesSpaceBack(t *testing.T) {
 	}
 }
 
-func TestChunkStoreOpensAfterCrashLeftEmptyVlog(t *testing.T) {
+func TestChunkStoreOpensAfterCrashLeftEmptyLogs(t *testing.T) {
 	dir := t.TempDir()
 	s, err := kv.OpenChunks(dir, kv.DefaultChunkOptions)
 	require.NoError(t, err)
@@ -190,9 +190,10 @@ func TestChunkStoreOpensAfterCrashLeftEmptyVlog(t *testing.T) {
 	require.NoError(t, b.Put(id(1), []byte("frame bytes")))
 	require.NoError(t, b.Flush())
 	require.NoError(t, s.Close())
-	// What a kill between creating the next value-log file and sizing it
-	// leaves behind.
+	// What a kill between creating the next value-log or memtable file and
+	// sizing it leaves behind.
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "000099.vlog"), nil, 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "00099.mem"), nil, 0o644))
 
 	s, err = kv.OpenChunks(dir, kv.DefaultChunkOptions)
 	require.NoError(t, err)
