@@ -50,6 +50,7 @@ type Result struct {
 // flight is an ingest in progress, shared by every caller asking for the
 // same NarHash.
 type flight struct {
+	live *Live
 	done chan struct{}
 	res  *Result
 	err  error
@@ -67,7 +68,7 @@ func (s *Store) Ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 		want.NarHash, want.NarSize = want.Info.NarHash, want.Info.NarSize
 	}
 	if want.NarHash == ([32]byte{}) {
-		res, err := s.ingest(ctx, want, body, comp)
+		res, err := s.ingest(ctx, want, body, comp, nil)
 		if err != nil {
 			return nil, fmt.Errorf("ingest upload: %w", err)
 		}
@@ -86,14 +87,10 @@ func (s *Store) Ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 		s.flightMu.Lock()
 		f := s.flights[want.NarHash]
 		if f == nil {
-			f = &flight{done: make(chan struct{})}
-			s.flights[want.NarHash] = f
+			f = s.takeOff(want)
 			s.flightMu.Unlock()
-			f.res, f.err = s.ingest(ctx, want, body, comp)
-			s.flightMu.Lock()
-			delete(s.flights, want.NarHash)
-			s.flightMu.Unlock()
-			close(f.done)
+			res, err := s.ingest(ctx, want, body, comp, f.live)
+			s.land(f, want, res, err)
 			if f.err != nil {
 				return nil, fmt.Errorf("ingest %s: %w", key, f.err)
 			}
@@ -110,6 +107,72 @@ func (s *Store) Ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 		// body, ours gets its own try.
 		coalesced = f.err == nil
 	}
+}
+
+// takeOff registers a new flight for want.NarHash; flightMu is held.
+func (s *Store) takeOff(want Want) *flight {
+	f := &flight{done: make(chan struct{}), live: newLive(s, want.NarHash, want.NarSize)}
+	s.flights[want.NarHash] = f
+	return f
+}
+
+// land records a flight's outcome and wakes everyone waiting on it.
+func (s *Store) land(f *flight, want Want, res *Result, err error) {
+	f.res, f.err = res, err
+	f.live.finish(err)
+	s.flightMu.Lock()
+	delete(s.flights, want.NarHash)
+	s.flightMu.Unlock()
+	close(f.done)
+}
+
+// Opener opens a NAR body for Start, in its compression.
+type Opener func(ctx context.Context) (io.ReadCloser, Compression, error)
+
+// Start begins ingesting want in the background from the body open
+// returns, unless an ingest of the same NarHash is already running, and
+// returns the live view of whichever runs. It returns nil when the NAR is
+// already stored, after recording want.Info. ctx bounds the ingest, not
+// the call.
+func (s *Store) Start(ctx context.Context, want Want, open Opener) (*Live, error) {
+	if want.Info != nil {
+		want.NarHash, want.NarSize = want.Info.NarHash, want.Info.NarSize
+	}
+	if res, err := s.existing(want); err != nil || res != nil {
+		return nil, err
+	}
+	s.flightMu.Lock()
+	if f := s.flights[want.NarHash]; f != nil {
+		s.flightMu.Unlock()
+		return f.live, nil
+	}
+	f := s.takeOff(want)
+	s.flightMu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		body, comp, err := open(ctx)
+		if err != nil {
+			s.land(f, want, nil, fmt.Errorf("ingest %s: %w", FormatHash(want.NarHash), err))
+			return
+		}
+		res, err := s.ingest(ctx, want, body, comp, f.live)
+		body.Close()
+		if err != nil {
+			err = fmt.Errorf("ingest %s: %w", FormatHash(want.NarHash), err)
+		}
+		s.land(f, want, res, err)
+	}()
+	return f.live, nil
+}
+
+// Record stores a narinfo for a NAR that is already committed.
+func (s *Store) Record(info *NarInfo) error {
+	res, err := s.existing(Want{NarHash: info.NarHash, NarSize: info.NarSize, Info: info})
+	if err == nil && res == nil {
+		err = fmt.Errorf("record %s: %w", info.StorePath, ErrNotFound)
+	}
+	return err
 }
 
 // existing returns a Result when the NAR is already stored, after recording
@@ -154,6 +217,7 @@ type pipeline struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	batch  *kv.Batch
+	live   *Live // followers of this ingest, or nil
 
 	jobs    chan chunkJob
 	results chan chunkDone
@@ -172,7 +236,7 @@ type pipeline struct {
 	orderDone chan struct{}
 }
 
-func (s *Store) ingest(ctx context.Context, want Want, body io.Reader, comp Compression) (res *Result, err error) {
+func (s *Store) ingest(ctx context.Context, want Want, body io.Reader, comp Compression, live *Live) (res *Result, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	plain, err := decompress(ctx, comp, body, s.cfg.XZ)
@@ -183,7 +247,7 @@ func (s *Store) ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 
 	w := s.cfg.Workers
 	p := &pipeline{
-		s: s, ctx: ctx, cancel: cancel, batch: s.chunks.NewBatch(),
+		s: s, ctx: ctx, cancel: cancel, batch: s.chunks.NewBatch(), live: live,
 		jobs:      make(chan chunkJob, w),
 		results:   make(chan chunkDone, w),
 		slots:     make(chan struct{}, 4*w),
@@ -384,6 +448,9 @@ func (p *pipeline) order() {
 			}
 			p.fileSize += uint64(d.ref.Comp)
 			p.refs = append(p.refs, d.ref)
+			if p.live != nil {
+				p.live.publish(d.ref, d.frame)
+			}
 		}
 	}
 }

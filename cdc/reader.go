@@ -270,37 +270,11 @@ func (n *NAR) compStart(i int) int64 {
 // WriteCompressedRange writes bytes [off, off+length) of the .nar.zst stream
 // to w, copying stored frames without decoding them.
 func (n *NAR) WriteCompressedRange(ctx context.Context, w io.Writer, off, length int64) (int64, error) {
-	if off < 0 || length < 0 || off > n.CompressedSize() || length > n.CompressedSize()-off {
-		return 0, fmt.Errorf("write compressed range %d+%d of %d: %w", off, length, n.CompressedSize(), ErrRange)
+	r, err := n.CompressedReader(ctx, off, length)
+	if err != nil {
+		return 0, fmt.Errorf("write %w", err)
 	}
-	var written int64
-	buf := make([]byte, 0, 64<<10)
-	for length > 0 {
-		i, in := locate(n.compEnd, off)
-		c := n.chunks[i]
-		frame, err := n.src.Frame(ctx, c.ID, buf[:0])
-		if err != nil {
-			return written, fmt.Errorf("read frame %d (%s): %w", i, c.ID, err)
-		}
-		if len(frame) != int(c.Comp) {
-			if frame, err = n.promised(c, frame); err != nil {
-				return written, fmt.Errorf("read frame %d (%s): %w", i, c.ID, err)
-			}
-		}
-		part := frame[in:]
-		if int64(len(part)) > length {
-			part = part[:length]
-		}
-		k, err := w.Write(part)
-		written += int64(k)
-		if err != nil {
-			return written, err
-		}
-		off += int64(k)
-		length -= int64(k)
-		buf = frame
-	}
-	return written, nil
+	return r.(io.WriterTo).WriteTo(w)
 }
 
 // promised rebuilds the frame a response promised when the stored one has
@@ -327,4 +301,84 @@ func (n *NAR) Reader(ctx context.Context, off, length int64) io.ReadCloser {
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(n.WriteRange(ctx, pw, off, length)) }()
 	return pr
+}
+
+// CompressedReader returns a sequential reader of bytes [off, off+length) of
+// the .nar.zst stream, fetching one stored frame at a time.
+func (n *NAR) CompressedReader(ctx context.Context, off, length int64) (io.Reader, error) {
+	if off < 0 || length < 0 || off > n.CompressedSize() || length > n.CompressedSize()-off {
+		return nil, fmt.Errorf("compressed range %d+%d of %d: %w", off, length, n.CompressedSize(), ErrRange)
+	}
+	return &frameReader{n: n, ctx: ctx, off: off, left: length}, nil
+}
+
+type frameReader struct {
+	n    *NAR
+	ctx  context.Context
+	off  int64 // stream offset of the next byte to hand out
+	left int64
+	buf  []byte // the current frame
+	pos  int    // next byte of buf
+}
+
+// next returns the unread part of the current frame, fetching the next
+// frame when the current one is used up.
+func (r *frameReader) next() ([]byte, error) {
+	if r.pos == len(r.buf) {
+		i, in := locate(r.n.compEnd, r.off)
+		c := r.n.chunks[i]
+		frame, err := r.n.src.Frame(r.ctx, c.ID, r.buf[:0])
+		if err != nil {
+			return nil, fmt.Errorf("read frame %d (%s): %w", i, c.ID, err)
+		}
+		if len(frame) != int(c.Comp) {
+			if frame, err = r.n.promised(c, frame); err != nil {
+				return nil, fmt.Errorf("read frame %d (%s): %w", i, c.ID, err)
+			}
+		}
+		r.buf, r.pos = frame, int(in)
+	}
+	part := r.buf[r.pos:]
+	if int64(len(part)) > r.left {
+		part = part[:r.left]
+	}
+	return part, nil
+}
+
+func (r *frameReader) advance(k int) {
+	r.pos += k
+	r.off += int64(k)
+	r.left -= int64(k)
+}
+
+func (r *frameReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	part, err := r.next()
+	if err != nil {
+		return 0, err
+	}
+	k := copy(p, part)
+	r.advance(k)
+	return k, nil
+}
+
+// WriteTo writes the rest of the range to w, frame by frame, with no
+// intermediate copy.
+func (r *frameReader) WriteTo(w io.Writer) (int64, error) {
+	var written int64
+	for r.left > 0 {
+		part, err := r.next()
+		if err != nil {
+			return written, err
+		}
+		k, err := w.Write(part)
+		written += int64(k)
+		r.advance(k)
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
 }

@@ -44,14 +44,7 @@ func Env(tb testing.TB) []string {
 // Run runs a nix command and returns its stdout; it fails the test on error.
 func Run(tb testing.TB, name string, args ...string) []byte {
 	tb.Helper()
-	RequireNix(tb)
-	cmd := exec.Command(name, args...)
-	cmd.Env = Env(tb)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	require.NoError(tb, err, "%s %s: %s", name, strings.Join(args, " "), stderr.String())
-	return stdout.Bytes()
+	return runStdin(tb, nil, name, args...)
 }
 
 // DumpNAR serialises the directory or file at path as a NAR with
@@ -85,4 +78,18 @@ func SampleTree(tb testing.TB, dir string) string {
 	require.NoError(tb, os.Symlink("a", filepath.Join(root, "rel-link")))
 	require.NoError(tb, os.Symlink("/nix/store/00000000000000000000000000000000-x/bin/y", filepath.Join(root, "abs-link")))
 	return root
+}
+
+// runStdin runs a nix command with stdin and returns its stdout; it fails
+// the test on error.
+func runStdin(tb testing.TB, stdin []byte, name string, args ...string) []byte {
+	tb.Helper()
+	RequireNix(tb)
+	cmd := exec.Command(name, args...)
+	cmd.Env = Env(tb)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(tb, cmd.Run(), "%s %s: %s", name, strings.Join(args, " "), stderr.String())
+	return stdout.Bytes()
 }

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+
+	"cairn/appliance"
+	"cairn/appliance/narinfo"
+	"cairn/appliance/upstream"
+	"cairn/httpd"
+	"cairn/kv"
+)
+
+// The upstream cairn uses when none is given.
+const (
+	defaultUpstream = "https://cache.nixos.org"
+	defaultKey      = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="
+)
+
+// serveFlags are cairn serve's settings.
+type serveFlags struct {
+	listen, data, keyName, keyFile, logLevel, compression string
+	upstreams, trustedKeys                                list
+	priority                                              int
+	prefetch, insecure                                    bool
+	negativeTTL, shutdownGrace                            time.Duration
+}
+
+func (f *serveFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.listen, "listen", ":8501", "address to serve on")
+	fs.StringVar(&f.data, "data", "./cairn-data", "data directory")
+	fs.Var(&f.upstreams, "upstream", "upstream binary cache URL, repeatable; ?priority=N orders them (default "+defaultUpstream+")")
+	fs.Var(&f.trustedKeys, "trusted-key", "NAME:BASE64 key whose signature an upstream narinfo must carry, repeatable")
+	fs.StringVar(&f.keyName, "key-name", "", "name of cairn's signing key when it is generated (default <hostname>-1)")
+	fs.StringVar(&f.keyFile, "signing-key-file", "", "cairn's Nix secret key file, generated when missing (default DATA/signing-key)")
+	fs.IntVar(&f.priority, "priority", 30, "Priority advertised in nix-cache-info (lower is preferred; cache.nixos.org is 40)")
+	fs.BoolVar(&f.prefetch, "prefetch", true, "start fetching a NAR when its narinfo is first served")
+	fs.BoolVar(&f.insecure, "insecure-no-signatures", false, "accept upstream paths without a valid trusted signature (dangerous)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.compression, "compression", "zstd", "what narinfos offer: zstd, or none for clients older than Nix 2.4")
+	fs.DurationVar(&f.negativeTTL, "negative-ttl", upstream.DefaultNegativeTTL, "how long an upstream's 404 is remembered")
+	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 15*time.Second, "how long SIGTERM waits for running downloads")
+}
+
+func serve(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cairn serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f serveFlags
+	f.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	logs := newLogBuffer(stderr)
+	defer logs.Close()
+	log, err := newLogger(logs, f.logLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := f.service(log)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	store, err := appliance.Open(ctx, appliance.Config{Dir: f.data, Logger: log})
+	if err != nil {
+		if errors.Is(err, kv.ErrLocked) {
+			return fmt.Errorf("%w: is another cairn serving %s?", err, f.data)
+		}
+		return err
+	}
+	defer store.Close()
+	svc, err := appliance.NewService(store, cfg)
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := httpd.New(httpd.Config{Service: svc, Priority: f.priority, Logger: log})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	ups := make([]string, len(cfg.Upstreams))
+	for i, u := range cfg.Upstreams {
+		ups[i] = fmt.Sprintf("%s (priority %d)", u, u.Priority())
+	}
+	log.Info("cairn serving", "version", version, "listen", ln.Addr().String(), "data", f.data,
+		"upstreams", ups, "key", svc.PublicKey(), "prefetch", f.prefetch)
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: no new connections; waiting for running requests", "grace", f.shutdownGrace)
+	grace, cancel := context.WithTimeout(context.Background(), f.shutdownGrace)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(grace) }()
+	select {
+	case err = <-done:
+	case <-grace.Done():
+		log.Warn("shutdown grace over: aborting running downloads")
+		svc.Close() // cuts followers of running fetches, so Shutdown can end
+		err = <-done
+	}
+	svc.Close()
+	if cerr := store.Close(); cerr != nil {
+		return fmt.Errorf("close store: %w", cerr)
+	}
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// service builds the cache's configuration from the flags: upstreams,
+// trusted keys and cairn's own key.
+func (f *serveFlags) service(log *slog.Logger) (appliance.ServiceConfig, error) {
+	cfg := appliance.ServiceConfig{Prefetch: f.prefetch, Insecure: f.insecure, Logger: log}
+	switch f.compression {
+	case "zstd":
+	case "none":
+		cfg.PlainNAR = true
+	default:
+		return cfg, fmt.Errorf("--compression %q: want zstd or none", f.compression)
+	}
+	rawUps, keys := f.upstreams.vals, f.trustedKeys.vals
+	if len(rawUps) == 0 {
+		rawUps = []string{defaultUpstream}
+		keys = append([]string{defaultKey}, keys...)
+	}
+	for _, raw := range rawUps {
+		uc, err := upstream.ParseURL(raw)
+		if err != nil {
+			return cfg, fmt.Errorf("--upstream: %w", err)
+		}
+		uc.NegativeTTL = f.negativeTTL
+		if f.negativeTTL == 0 {
+			uc.NegativeTTL = -1
+		}
+		u, err := upstream.New(uc)
+		if err != nil {
+			return cfg, fmt.Errorf("--upstream %s: %w", raw, err)
+		}
+		cfg.Upstreams = append(cfg.Upstreams, u)
+	}
+	var err error
+	if cfg.TrustedKeys, err = narinfo.ParsePublicKeys(keys); err != nil {
+		return cfg, fmt.Errorf("--trusted-key: %w", err)
+	}
+	if len(cfg.TrustedKeys) == 0 && !f.insecure {
+		return cfg, errors.New("no --trusted-key for the upstreams: cairn verifies every upstream narinfo's signature. " +
+			"Pass each upstream's public key (e.g. --trusted-key " + defaultKey + "), " +
+			"or --insecure-no-signatures to accept unsigned paths")
+	}
+	cfg.Key, err = f.signingKey(log)
+	return cfg, err
+}
+
+// signingKey loads cairn's key, generating it on first start.
+func (f *serveFlags) signingKey(log *slog.Logger) (signature.SecretKey, error) {
+	path := f.keyFile
+	if path == "" {
+		if err := os.MkdirAll(f.data, 0o755); err != nil {
+			return signature.SecretKey{}, fmt.Errorf("data directory: %w", err)
+		}
+		path = filepath.Join(f.data, "signing-key")
+	}
+	name := f.keyName
+	if name == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "cairn"
+		}
+		name = host + "-1"
+	}
+	sk, created, err := narinfo.LoadOrCreateKey(path, name)
+	if err != nil {
+		return sk, fmt.Errorf("signing key: %w", err)
+	}
+	pub := narinfo.PublicKey(sk)
+	if created {
+		log.Info("generated signing key", "file", path, "public", pub.String())
+	} else if f.keyName != "" && pub.Name != f.keyName {
+		log.Warn("--key-name differs from the existing key's name; keeping the key", "file", path, "name", pub.Name)
+	}
+	return sk, nil
+}

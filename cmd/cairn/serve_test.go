@@ -1,0 +1,320 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+	"github.com/stretchr/testify/require"
+
+	"cairn/internal/nixtest"
+)
+
+// upstreamFixture is the signed binary caches the end-to-end tests pull
+// from, made once with the real Nix client.
+type upstreamFixture struct {
+	closure   nixtest.Closure
+	key       nixtest.Key // the upstreams' trusted key
+	xz, zst   string      // the closure as xz and as zstd
+	plain     string      // the closure uncompressed
+	extra     string      // a path only the "second" cache has
+	second    string
+	rogue     string // a path only the "untrusted" cache has, signed with another key
+	untrusted string
+}
+
+var (
+	fixtureOnce sync.Once
+	fixture     *upstreamFixture
+)
+
+func fixtures(t *testing.T) *upstreamFixture {
+	t.Helper()
+	nixtest.RequireNix(t)
+	fixtureOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "cairn-e2e")
+		require.NoError(t, err)
+		f := &upstreamFixture{closure: nixtest.MakeClosure(t, dir, "e2e"), key: nixtest.NewKey(t, dir, "upstream-1")}
+		other := nixtest.NewKey(t, dir, "rogue-1")
+		f.xz, f.zst, f.plain = filepath.Join(dir, "up-xz"), filepath.Join(dir, "up-zst"), filepath.Join(dir, "up-plain")
+		f.second, f.untrusted = filepath.Join(dir, "up-second"), filepath.Join(dir, "up-untrusted")
+		nixtest.SignedCache(t, f.closure.Store, f.xz, f.key, "xz", f.closure.Root())
+		nixtest.SignedCache(t, f.closure.Store, f.zst, f.key, "zstd", f.closure.Root())
+		nixtest.SignedCache(t, f.closure.Store, f.plain, f.key, "none", f.closure.Root())
+		f.extra = f.closure.AddText(t, "extra", "only in the second upstream", f.closure.Paths[1])
+		nixtest.SignedCache(t, f.closure.Store, f.second, f.key, "bzip2", f.extra)
+		f.rogue = f.closure.AddText(t, "rogue", "signed by nobody we trust")
+		nixtest.SignedCache(t, f.closure.Store, f.untrusted, other, "xz", f.rogue)
+		fixture = f
+	})
+	require.NotNil(t, fixture, "fixture setup failed in an earlier test")
+	return fixture
+}
+
+func hashPart(p string) string { return filepath.Base(p)[:32] }
+
+// dumpNAR is the NAR of a store path of the fixture's store.
+func (f *upstreamFixture) dumpNAR(t *testing.T, p string) []byte {
+	t.Helper()
+	return nixtest.DumpNAR(t, filepath.Join(f.closure.Store, p))
+}
+
+func TestServePullsThroughColdThenWarm(t *testing.T) {
+	f := fixtures(t)
+	for _, tc := range []struct{ name, cache, ext string }{
+		{"xz", f.xz, ".nar.xz"},
+		{"zstd", f.zst, ".nar.zst"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := nixtest.ServeCache(t, tc.cache)
+			c := startCairn(t, "--upstream", up.URL, "--trusted-key", f.key.Public)
+
+			store, out, err := nixPull(t, c.URL, c.PubKey, f.closure.Root())
+			require.NoError(t, err, "cold pull through cairn:\n%s", out)
+			paths := nixtest.Run(t, "nix-store", "--store", store, "-qR", f.closure.Root())
+			for _, p := range f.closure.Paths {
+				require.Contains(t, string(paths), p)
+			}
+			require.Equal(t, len(f.closure.Paths), up.CountPrefix("GET", "/nar/"), "each NAR is fetched from upstream once")
+
+			up.Stop()
+			_, out, err = nixPull(t, c.URL, c.PubKey, f.closure.Root())
+			require.NoError(t, err, "warm pull with the upstream stopped:\n%s", out)
+
+			// The narinfo keeps the upstream's signature and adds cairn's.
+			status, _, ni := c.get(t, "GET", "/"+hashPart(f.closure.Root())+".narinfo")
+			require.Equal(t, 200, status)
+			require.Contains(t, string(ni), "Sig: upstream-1:")
+			require.Contains(t, string(ni), "Sig: cairn-test-1:")
+			require.Contains(t, string(ni), "Compression: zstd\n")
+			c.stop(t)
+		})
+	}
+}
+
+func TestServeSecondUpstreamAndTrust(t *testing.T) {
+	f := fixtures(t)
+	first := nixtest.ServeCache(t, f.xz)
+	second := nixtest.ServeCache(t, f.second)
+	rogue := nixtest.ServeCache(t, f.untrusted)
+	c := startCairn(t, "--upstream", first.URL+"?priority=10", "--upstream", rogue.URL+"?priority=20",
+		"--upstream", second.URL+"?priority=30", "--trusted-key", f.key.Public)
+
+	// The second upstream serves what the first lacks.
+	_, out, err := nixPull(t, c.URL, c.PubKey, f.extra)
+	require.NoError(t, err, "pull a path only the second upstream has:\n%s", out)
+	require.Equal(t, 1, first.Count("GET", "/"+hashPart(f.extra)+".narinfo"), "the first upstream was asked first")
+	require.Equal(t, 1, second.CountPrefix("GET", "/nar/"))
+
+	// A narinfo signed with an untrusted key is refused: 404, and no NAR.
+	status, _, _ := c.get(t, "GET", "/"+hashPart(f.rogue)+".narinfo")
+	require.Equal(t, 404, status)
+	require.Equal(t, 1, rogue.Count("GET", "/"+hashPart(f.rogue)+".narinfo"))
+	require.Zero(t, rogue.CountPrefix("GET", "/nar/"))
+	_, _, err = nixPull(t, c.URL, c.PubKey, f.rogue)
+	require.Error(t, err, "a path signed only by an untrusted key must not arrive")
+	require.Eventually(t, func() bool { return strings.Contains(c.out.String(), "no valid signature from a trusted key") },
+		5*time.Second, 50*time.Millisecond, "the refusal is logged")
+}
+
+func TestServeUpstreamDownIs5xx(t *testing.T) {
+	f := fixtures(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	c := startCairn(t, "--upstream", dead, "--trusted-key", f.key.Public)
+	status, _, body := c.get(t, "GET", "/"+hashPart(f.closure.Root())+".narinfo")
+	require.GreaterOrEqual(t, status, 500, "an unreachable upstream is never a 404: %s", body)
+	require.Less(t, status, 600)
+	status, _, _ = c.get(t, "GET", "/nix-cache-info")
+	require.Equal(t, 200, status, "nix-cache-info answers whatever the upstreams do")
+}
+
+func TestServeRefusesUntrustedUpstreamConfig(t *testing.T) {
+	cmd := exec.Command(cairnBin, "serve", "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--upstream", "http://127.0.0.1:9")
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, "serve must refuse an upstream without a trusted key")
+	require.Contains(t, string(out), "--trusted-key")
+	require.Contains(t, string(out), "--insecure-no-signatures")
+}
+
+func TestServeCoalescesColdNAR(t *testing.T) {
+	f := fixtures(t)
+	up := nixtest.ServeCache(t, f.xz)
+	c := startCairn(t, "--upstream", up.URL, "--trusted-key", f.key.Public, "--prefetch=false")
+	src := f.closure.Paths[2] // the largest
+	status, _, ni := c.get(t, "GET", "/"+hashPart(src)+".narinfo")
+	require.Equal(t, 200, status)
+	url := narinfoField(t, ni, "URL")
+	require.Zero(t, up.CountPrefix("GET", "/nar/"), "no prefetch with --prefetch=false")
+
+	want := f.dumpNAR(t, src)
+	const clients = 20
+	bodies := make([][]byte, clients)
+	errs := make([]error, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(c.URL + "/" + url)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 {
+				errs[i] = fmt.Errorf("status %d", resp.StatusCode)
+				return
+			}
+			bodies[i], errs[i] = io.ReadAll(resp.Body)
+		}()
+	}
+	wg.Wait()
+	dec, err := zstd.NewReader(nil)
+	require.NoError(t, err)
+	defer dec.Close()
+	for i := range clients {
+		require.NoError(t, errs[i], "client %d", i)
+		got, err := dec.DecodeAll(bodies[i], nil)
+		require.NoError(t, err, "client %d: the .nar.zst decodes", i)
+		require.True(t, bytes.Equal(want, got), "client %d got the NAR", i)
+	}
+	require.Equal(t, 1, up.CountPrefix("GET", "/nar/"), "20 cold requests make one upstream fetch")
+}
+
+func TestServeHeadNarInfoFetchesNothing(t *testing.T) {
+	f := fixtures(t)
+	up := nixtest.ServeCache(t, f.xz)
+	c := startCairn(t, "--upstream", up.URL, "--trusted-key", f.key.Public)
+	h := hashPart(f.closure.Paths[2])
+	status, hdr, body := c.get(t, "HEAD", "/"+h+".narinfo")
+	require.Equal(t, 200, status)
+	require.Empty(t, body)
+	require.NotEmpty(t, hdr.Get("Content-Length"))
+	time.Sleep(300 * time.Millisecond)
+	require.Zero(t, up.CountPrefix("GET", "/nar/"), "HEAD narinfo must not fetch the NAR")
+
+	// GET does start the prefetch.
+	status, _, _ = c.get(t, "GET", "/"+h+".narinfo")
+	require.Equal(t, 200, status)
+	require.Eventually(t, func() bool { return up.CountPrefix("GET", "/nar/") == 1 }, 10*time.Second, 20*time.Millisecond)
+}
+
+func TestServeRanges(t *testing.T) {
+	f := fixtures(t)
+	up := nixtest.ServeCache(t, f.zst)
+	c := startCairn(t, "--upstream", up.URL, "--trusted-key", f.key.Public)
+	src := f.closure.Paths[2]
+	want := f.dumpNAR(t, src)
+	_, _, ni := c.get(t, "GET", "/"+hashPart(src)+".narinfo")
+	narHash := strings.TrimPrefix(narinfoField(t, ni, "NarHash"), "sha256:")
+	path := "/nar/" + narHash + ".nar"
+
+	// Wait until stored: a full GET returns the NAR.
+	status, hdr, full := c.get(t, "GET", path)
+	require.Equal(t, 200, status)
+	require.Equal(t, want, full)
+	sum := sha256.Sum256(full)
+	require.Equal(t, narHash, nixbase32.EncodeToString(sum[:]))
+
+	size := len(want)
+	for _, tc := range []struct {
+		spec       string
+		status     int
+		start, end int // inclusive
+	}{
+		{"bytes=100-1099", 206, 100, 1099},
+		{"bytes=0-0", 206, 0, 0},
+		{fmt.Sprintf("bytes=%d-", size-10), 206, size - 10, size - 1},
+		{"bytes=-500", 206, size - 500, size - 1},
+		{fmt.Sprintf("bytes=%d-%d", size/2, size*2), 206, size / 2, size - 1},
+		{fmt.Sprintf("bytes=%d-", size), 416, 0, 0},
+	} {
+		t.Run(tc.spec, func(t *testing.T) {
+			status, hdr, body := c.get(t, "GET", path, "Range", tc.spec)
+			require.Equal(t, tc.status, status)
+			if status == 416 {
+				require.Equal(t, fmt.Sprintf("bytes */%d", size), hdr.Get("Content-Range"))
+				return
+			}
+			require.Equal(t, want[tc.start:tc.end+1], body)
+			require.Equal(t, fmt.Sprintf("bytes %d-%d/%d", tc.start, tc.end, size), hdr.Get("Content-Range"))
+		})
+	}
+	require.Equal(t, "bytes", hdr.Get("Accept-Ranges"))
+	require.NotEmpty(t, hdr.Get("ETag"))
+	require.Contains(t, hdr.Get("Cache-Control"), "immutable")
+
+	// A range of the .nar.zst is the same slice of the full .nar.zst.
+	status, _, zfull := c.get(t, "GET", "/nar/"+narHash+".nar.zst")
+	require.Equal(t, 200, status)
+	status, _, zpart := c.get(t, "GET", "/nar/"+narHash+".nar.zst", "Range", "bytes=10-20009")
+	require.Equal(t, 206, status)
+	require.Equal(t, zfull[10:20010], zpart)
+
+	// HEAD of the NAR has its length and no body.
+	status, hdr, body := c.get(t, "HEAD", path)
+	require.Equal(t, 200, status)
+	require.Empty(t, body)
+	require.Equal(t, fmt.Sprint(size), hdr.Get("Content-Length"))
+
+	// The listing is Nix's own.
+	status, _, ls := c.get(t, "GET", "/"+hashPart(src)+".ls")
+	require.Equal(t, 200, status)
+	nixLs, err := os.ReadFile(filepath.Join(f.zst, hashPart(src)+".ls"))
+	require.NoError(t, err)
+	require.JSONEq(t, string(nixLs), string(ls))
+}
+
+func TestServeBadInput(t *testing.T) {
+	f := fixtures(t)
+	up := nixtest.ServeCache(t, f.xz)
+	c := startCairn(t, "--upstream", up.URL, "--trusted-key", f.key.Public)
+	addr := strings.TrimPrefix(c.URL, "http://")
+	good := hashPart(f.closure.Root())
+	for _, tc := range []struct {
+		name, request string
+		status        int
+	}{
+		{"short hash", "GET /abc.narinfo HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"bad alphabet", "GET /" + strings.Repeat("e", 32) + ".narinfo HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"traversal", "GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"nar traversal", "GET /nar/../" + good + ".narinfo HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"encoded traversal", "GET /nar/%2e%2e/x.nar HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"bad nar hash", "GET /nar/" + strings.Repeat("0", 51) + ".nar HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"unknown extension", "GET /" + good + ".tar HTTP/1.1\r\nHost: x\r\n\r\n", 404},
+		{"unknown nar extension", "GET /nar/" + strings.Repeat("0", 52) + ".nar.gz HTTP/1.1\r\nHost: x\r\n\r\n", 404},
+		{"oversized header", "GET /nix-cache-info HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 64<<10) + "\r\n\r\n", 431},
+		{"post", "POST /" + good + ".narinfo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", addr)
+			require.NoError(t, err)
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			_, err = io.WriteString(conn, tc.request)
+			require.NoError(t, err)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			require.NoError(t, err)
+			body, _ := io.ReadAll(resp.Body)
+			require.Equal(t, tc.status, resp.StatusCode, "body %q", body)
+			require.LessOrEqual(t, bytes.Count(body, []byte("\n")), 1, "one-line reason")
+		})
+	}
+	require.Zero(t, up.Total(), "bad input never reaches an upstream")
+}

@@ -1,0 +1,122 @@
+package httpd
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+)
+
+// errBadPath reports a request path that no route can accept.
+var errBadPath = errors.New("bad request path")
+
+// kind is what a request path names.
+type kind int
+
+const (
+	kindUnknown   kind = iota // a well-formed path cairn does not serve
+	kindCacheInfo             // /nix-cache-info
+	kindPubKey                // /pubkey
+	kindHealth                // /healthz
+	kindNarInfo               // /<hash>.narinfo
+	kindListing               // /<hash>.ls
+	kindNAR                   // /nar/<narhash>.nar or .nar.zst
+)
+
+// route is a parsed request path.
+type route struct {
+	kind    kind
+	hash    string   // store hash, for narinfo and listing
+	narHash [32]byte // for NARs
+	zst     bool     // the .nar.zst form of a NAR
+}
+
+// maxPath bounds the request paths cairn parses.
+const maxPath = 512
+
+// parseRoute reads a raw request path (before any normalisation). It fails
+// with errBadPath, and a reason, for paths that can never be valid: too
+// long, traversal, a malformed hash.
+func parseRoute(path []byte) (route, error) {
+	if len(path) > maxPath {
+		return route{}, fmt.Errorf("%w: longer than %d bytes", errBadPath, maxPath)
+	}
+	if len(path) == 0 || path[0] != '/' {
+		return route{}, fmt.Errorf("%w: must start with /", errBadPath)
+	}
+	for _, c := range path {
+		if c < 0x21 || c > 0x7e || c == '%' || c == '\\' {
+			return route{}, fmt.Errorf("%w: unexpected character %q", errBadPath, c)
+		}
+	}
+	if bytes.Contains(path, []byte("//")) || bytes.Contains(path, []byte("/.")) {
+		return route{}, fmt.Errorf("%w: empty, dot or traversal segment", errBadPath)
+	}
+	p := path[1:]
+	switch string(p) {
+	case "nix-cache-info":
+		return route{kind: kindCacheInfo}, nil
+	case "pubkey":
+		return route{kind: kindPubKey}, nil
+	case "healthz":
+		return route{kind: kindHealth}, nil
+	}
+	if rest, ok := bytes.CutPrefix(p, []byte("nar/")); ok {
+		return parseNAR(rest)
+	}
+	if bytes.IndexByte(p, '/') >= 0 {
+		return route{kind: kindUnknown}, nil
+	}
+	name, ext, ok := bytes.Cut(p, []byte("."))
+	if !ok {
+		return route{kind: kindUnknown}, nil
+	}
+	var k kind
+	switch string(ext) {
+	case "narinfo":
+		k = kindNarInfo
+	case "ls":
+		k = kindListing
+	default:
+		return route{kind: kindUnknown}, nil
+	}
+	if !validHash(name) {
+		return route{}, fmt.Errorf("%w: %q is not a 32-character nix32 store hash", errBadPath, name)
+	}
+	return route{kind: k, hash: string(name)}, nil
+}
+
+// parseNAR reads what follows /nar/: <52 nix32>.nar or .nar.zst.
+func parseNAR(p []byte) (route, error) {
+	r := route{kind: kindNAR}
+	name, ok := bytes.CutSuffix(p, []byte(".nar.zst"))
+	if ok {
+		r.zst = true
+	} else if name, ok = bytes.CutSuffix(p, []byte(".nar")); !ok {
+		return route{kind: kindUnknown}, nil
+	}
+	if len(name) != 52 || !nix32(name) {
+		return route{}, fmt.Errorf("%w: %q is not a 52-character nix32 NAR hash", errBadPath, name)
+	}
+	h, err := nixbase32.DecodeString(string(name))
+	if err != nil || len(h) != 32 {
+		return route{}, fmt.Errorf("%w: %q is not a NAR hash", errBadPath, name)
+	}
+	copy(r.narHash[:], h)
+	return r, nil
+}
+
+func validHash(b []byte) bool { return len(b) == 32 && nix32(b) }
+
+// nix32 reports whether b uses only Nix's base-32 alphabet.
+func nix32(b []byte) bool {
+	for _, c := range b {
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'z' && c != 'e' && c != 'o' && c != 'u' && c != 't':
+		default:
+			return false
+		}
+	}
+	return true
+}
