@@ -318,3 +318,70 @@ func TestServeBadInput(t *testing.T) {
 	}
 	require.Zero(t, up.Total(), "bad input never reaches an upstream")
 }
+
+// copyCache copies a binary cache directory so a test can damage it.
+func copyCache(t *testing.T, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "cache")
+	require.NoError(t, os.CopyFS(dst, os.DirFS(src)))
+	return dst
+}
+
+func TestServeFailsOverMidBody(t *testing.T) {
+	f := fixtures(t)
+	src := f.closure.Paths[2]
+	first := nixtest.ServeCache(t, f.xz)
+	second := nixtest.ServeCache(t, f.zst)
+	c := startCairn(t, "--upstream", first.URL+"?priority=10", "--upstream", second.URL+"?priority=20",
+		"--trusted-key", f.key.Public, "--prefetch=false")
+	_, _, ni := c.get(t, "GET", "/"+hashPart(src)+".narinfo")
+	narURL := "/" + narinfoField(t, ni, "URL")
+
+	// The first body breaks twice part-way (once per try there), the second
+	// upstream delivers the rest.
+	first.CutNextNAR(64 << 10)
+	go func() {
+		require.Eventually(t, func() bool { return first.CountPrefix("GET", "/nar/") == 1 }, 10*time.Second, time.Millisecond)
+		first.CutNextNAR(64 << 10)
+	}()
+	status, _, body := c.get(t, "GET", narURL)
+	require.Equal(t, 200, status)
+	dec, err := zstd.NewReader(nil)
+	require.NoError(t, err)
+	defer dec.Close()
+	got, err := dec.DecodeAll(body, nil)
+	require.NoError(t, err)
+	require.Equal(t, f.dumpNAR(t, src), got)
+	require.Equal(t, 2, first.CountPrefix("GET", "/nar/"), "two tries at the first upstream")
+	require.Equal(t, 1, second.CountPrefix("GET", "/nar/"), "then the second upstream")
+}
+
+func TestServeCutsClientWhenVerificationFails(t *testing.T) {
+	f := fixtures(t)
+	src := f.closure.Paths[2]
+	cache := copyCache(t, f.plain)
+	narFile := filepath.Join(cache, nixtest.NarInfoField(t, cache, src, "URL"))
+	b, err := os.ReadFile(narFile)
+	require.NoError(t, err)
+	b[len(b)/2] ^= 0x01 // same length, wrong NarHash
+	require.NoError(t, os.WriteFile(narFile, b, 0o644))
+
+	up := nixtest.ServeCache(t, cache)
+	c := startCairn(t, "--upstream", up.URL, "--trusted-key", f.key.Public, "--prefetch=false")
+	_, _, ni := c.get(t, "GET", "/"+hashPart(src)+".narinfo")
+	for _, path := range []string{"/" + narinfoField(t, ni, "URL"), strings.TrimSuffix("/"+narinfoField(t, ni, "URL"), ".zst")} {
+		resp, err := http.Get(c.URL + path)
+		require.NoError(t, err)
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Error(t, err, "%s: a NAR that fails verification must not arrive complete", path)
+	}
+	_, out, err := nixPull(t, c.URL, c.PubKey, src)
+	require.Error(t, err, "nix must not accept it:\n%s", out)
+	c.stop(t)
+
+	st := openStats(t, c.Data)
+	require.Zero(t, st.NARs, "nothing committed")
+	require.Zero(t, st.NarInfos)
+	require.Zero(t, st.PhysicalBytes)
+}
