@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -537,4 +538,18 @@ func (s *Service) Listing(ctx context.Context, hash string) ([]byte, error) {
 		return nil, fmt.Errorf("listing %s: %w", hash, err)
 	}
 	return n.Listing()
+}
+
+// Paths returns the basenames (hash-name) of every stored store path, in
+// store hash order.
+func (s *Service) Paths() ([]string, error) {
+	var out []string
+	err := s.store.ix.ForEachNarInfo(func(n *NarInfo) error {
+		out = append(out, strings.TrimPrefix(n.StorePath, "/nix/store/"))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list paths: %w", err)
+	}
+	return out, nil
 }

@@ -22,6 +22,7 @@ const (
 	kindNarInfo               // /<hash>.narinfo
 	kindListing               // /<hash>.ls
 	kindNAR                   // /nar/<narhash>.nar or .nar.zst
+	kindPaths                 // /_cairn/paths: every stored path, one per line
 )
 
 // route is a parsed request path.
@@ -61,6 +62,8 @@ func parseRoute(path []byte) (route, error) {
 		return route{kind: kindPubKey}, nil
 	case "healthz":
 		return route{kind: kindHealth}, nil
+	case "_cairn/paths":
+		return route{kind: kindPaths}, nil
 	}
 	if rest, ok := bytes.CutPrefix(p, []byte("nar/")); ok {
 		return parseNAR(rest)

@@ -117,6 +117,8 @@ func (s *Server) dispatch(ctx *fasthttp.RequestCtx) *body {
 		s.listing(ctx, r.hash)
 	case kindNAR:
 		return s.nar(ctx, r)
+	case kindPaths:
+		s.paths(ctx)
 	default:
 		fail(ctx, fasthttp.StatusNotFound, "no such resource")
 	}
@@ -150,6 +152,22 @@ func (s *Server) narInfo(ctx *fasthttp.RequestCtx, hash string, get bool) {
 		return
 	}
 	ctx.SetBody(b)
+}
+
+// paths lists every stored path's basename, one per line, for remote
+// browsing such as a FUSE mount over HTTP.
+func (s *Server) paths(ctx *fasthttp.RequestCtx) {
+	paths, err := s.svc.Paths()
+	if err != nil {
+		s.error(ctx, "paths", err)
+		return
+	}
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.Response.Header.Set("Cache-Control", "no-cache")
+	for _, p := range paths {
+		ctx.Response.AppendBodyString(p)
+		ctx.Response.AppendBodyString("\n")
+	}
 }
 
 func (s *Server) listing(ctx *fasthttp.RequestCtx, hash string) {

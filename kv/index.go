@@ -519,6 +519,20 @@ func (ix *Index) ForEachManifest(fn func(*Manifest) error) error {
 	})
 }
 
+// ForEachNarInfo calls fn with every narinfo record, in store hash order.
+// fn runs inside a read transaction and must not write to the index.
+func (ix *Index) ForEachNarInfo(fn func(*NarInfo) error) error {
+	return ix.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNarInfo).ForEach(func(_, v []byte) error {
+			var n NarInfo
+			if err := n.UnmarshalBinary(v); err != nil {
+				return err
+			}
+			return fn(&n)
+		})
+	})
+}
+
 // ForEachRef calls fn with every referenced chunk and its count.
 func (ix *Index) ForEachRef(fn func(id cdc.ID, count uint64) error) error {
 	return ix.db.View(func(tx *bolt.Tx) error {
