@@ -41,6 +41,12 @@ type ServiceConfig struct {
 	LookupTimeout   time.Duration // bound on finding a narinfo upstream; default 60s
 	PendingTTL      time.Duration // how long a served, not yet fetched narinfo is remembered; default 1h
 	PendingMax      int           // bound on those; default 100000
+	// UploadKeys, when set, are the keys an uploaded narinfo must be
+	// signed with; otherwise any holder of a write token may upload.
+	UploadKeys []signature.PublicKey
+	// UploadGrace is how long an uploaded NAR waits for its narinfo before
+	// it is dropped; default 1h.
+	UploadGrace time.Duration
 	// PlainNAR points narinfos at nar/<h>.nar with Compression: none, for
 	// clients older than Nix 2.4; by default they name nar/<h>.nar.zst.
 	PlainNAR bool
@@ -103,6 +109,9 @@ func NewService(store *Store, cfg ServiceConfig) (*Service, error) {
 	if cfg.PendingMax <= 0 {
 		cfg.PendingMax = 100000
 	}
+	if cfg.UploadGrace <= 0 {
+		cfg.UploadGrace = time.Hour
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -125,6 +134,8 @@ func NewService(store *Store, cfg ServiceConfig) (*Service, error) {
 	if cfg.Insecure {
 		s.log.Warn("INSECURE: accepting upstream paths without a valid trusted signature (--insecure-no-signatures)")
 	}
+	s.wg.Add(1)
+	go s.sweepUploadsLoop()
 	if cfg.Prefetch {
 		for range cfg.PrefetchWorkers {
 			s.wg.Add(1)
@@ -198,7 +209,7 @@ func (s *Service) record(info *narinfo.Info, source string) *NarInfo {
 	signed.Sign(s.cfg.Key)
 	return &NarInfo{StorePath: info.StorePath, NarHash: info.NarHash, NarSize: info.NarSize,
 		References: info.References, Deriver: info.Deriver, CA: info.CA,
-		Sigs: signed.Sigs, Source: source}
+		Sigs: signed.Sigs, Source: source, Added: time.Now().Unix()}
 }
 
 // NarInfo returns the narinfo text for a store hash. A path not stored yet

@@ -27,6 +27,10 @@ func (s *Server) nar(ctx *fasthttp.RequestCtx, r route) *body {
 	}()
 	what := "nar " + nixbase32.EncodeToString(r.narHash[:])
 	src, err := s.svc.OpenNAR(c, r.narHash)
+	if errors.Is(err, appliance.ErrNotFound) && s.svc.Uploaded(r.name) {
+		s.uploaded(ctx, r) // named by its file hash, as Nix uploads it
+		return nil
+	}
 	if err != nil {
 		s.error(ctx, what, err)
 		return nil

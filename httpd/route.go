@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"cairn/appliance"
 )
 
 // errBadPath reports a request path that no route can accept.
@@ -15,20 +17,24 @@ var errBadPath = errors.New("bad request path")
 type kind int
 
 const (
-	kindUnknown   kind = iota // a well-formed path cairn does not serve
-	kindCacheInfo             // /nix-cache-info
-	kindPubKey                // /pubkey
-	kindHealth                // /healthz
-	kindNarInfo               // /<hash>.narinfo
-	kindListing               // /<hash>.ls
-	kindNAR                   // /nar/<narhash>.nar or .nar.zst
-	kindPaths                 // /_cairn/paths: every stored path, one per line
+	kindUnknown     kind = iota // a well-formed path cairn does not serve
+	kindCacheInfo               // /nix-cache-info
+	kindPubKey                  // /pubkey
+	kindHealth                  // /healthz
+	kindNarInfo                 // /<hash>.narinfo
+	kindListing                 // /<hash>.ls
+	kindNAR                     // /nar/<narhash>.nar or .nar.zst
+	kindPaths                   // /_cairn/paths: every stored path, one per line
+	kindUpload                  // /nar/<filehash>.nar.xz or .nar.bz2: only as uploaded
+	kindLog                     // /log/<drv basename>
+	kindRealisation             // /realisations/<id>.doi or /build-trace-v2/<drv>/<out>.doi
 )
 
 // route is a parsed request path.
 type route struct {
 	kind    kind
-	hash    string   // store hash, for narinfo and listing
+	name    string   // the path without its leading slash, for NARs, logs and realisations
+	hash    string   // store hash, for narinfo and listing; derivation basename for logs
 	narHash [32]byte // for NARs
 	zst     bool     // the .nar.zst form of a NAR
 }
@@ -66,7 +72,21 @@ func parseRoute(path []byte) (route, error) {
 		return route{kind: kindPaths}, nil
 	}
 	if rest, ok := bytes.CutPrefix(p, []byte("nar/")); ok {
-		return parseNAR(rest)
+		r, err := parseNAR(rest)
+		r.name = string(p)
+		return r, err
+	}
+	if drv, ok := bytes.CutPrefix(p, []byte("log/")); ok {
+		if !appliance.ValidDrv(string(drv)) {
+			return route{}, fmt.Errorf("%w: %q is not a derivation basename", errBadPath, drv)
+		}
+		return route{kind: kindLog, hash: string(drv), name: string(p)}, nil
+	}
+	if bytes.HasPrefix(p, []byte("realisations/")) || bytes.HasPrefix(p, []byte("build-trace-v2/")) {
+		if !appliance.ValidRealisationPath(string(p)) {
+			return route{}, fmt.Errorf("%w: %q is not a realisation path", errBadPath, p)
+		}
+		return route{kind: kindRealisation, name: string(p)}, nil
 	}
 	if bytes.IndexByte(p, '/') >= 0 {
 		return route{kind: kindUnknown}, nil
@@ -90,13 +110,22 @@ func parseRoute(path []byte) (route, error) {
 	return route{kind: k, hash: string(name)}, nil
 }
 
-// parseNAR reads what follows /nar/: <52 nix32>.nar or .nar.zst.
+// parseNAR reads what follows /nar/: <52 nix32>.nar or .nar.zst, which
+// cairn serves by NarHash, or .nar.xz and .nar.bz2, which exist only as
+// uploaded (Nix names uploads by the compressed file's hash).
 func parseNAR(p []byte) (route, error) {
 	r := route{kind: kindNAR}
-	name, ok := bytes.CutSuffix(p, []byte(".nar.zst"))
-	if ok {
+	name, ext, ok := bytes.Cut(p, []byte("."))
+	if !ok {
+		return route{kind: kindUnknown}, nil
+	}
+	switch string(ext) {
+	case "nar":
+	case "nar.zst":
 		r.zst = true
-	} else if name, ok = bytes.CutSuffix(p, []byte(".nar")); !ok {
+	case "nar.xz", "nar.bz2":
+		r.kind = kindUpload
+	default:
 		return route{kind: kindUnknown}, nil
 	}
 	if len(name) != 52 || !nix32(name) {

@@ -15,6 +15,7 @@ import (
 
 	"cairn/appliance"
 	"cairn/appliance/narinfo"
+	"cairn/appliance/tokens"
 )
 
 // Config is what a Server needs.
@@ -24,6 +25,8 @@ type Config struct {
 	Logger   *slog.Logger // one line per request goes here
 	// MaxHeaderBytes bounds a request's header block; larger ones get 431.
 	MaxHeaderBytes int
+	Tokens         *tokens.Set // accepted tokens; nil accepts none
+	ReadAuth       bool        // reads need a read token too
 }
 
 // Server is cairn's HTTP front end.
@@ -51,7 +54,8 @@ func New(cfg Config) *Server {
 		Handler:                       s.handle,
 		Name:                          "cairn",
 		ReadBufferSize:                cfg.MaxHeaderBytes,
-		MaxRequestBodySize:            1 << 20,
+		MaxRequestBodySize:            1 << 20, // larger bodies are streamed
+		StreamRequestBody:             true,
 		ReadTimeout:                   time.Minute,
 		IdleTimeout:                   2 * time.Minute,
 		DisablePreParseMultipartForm:  true,
@@ -97,9 +101,20 @@ func (s *Server) dispatch(ctx *fasthttp.RequestCtx) *body {
 		return nil
 	}
 	get, head := ctx.IsGet(), ctx.IsHead()
-	if !get && !head {
-		ctx.Response.Header.Set("Allow", "GET, HEAD")
+	if !get && !head && !ctx.IsPut() && !ctx.IsDelete() {
+		ctx.Response.Header.Set("Allow", "GET, HEAD, PUT, DELETE")
 		fail(ctx, fasthttp.StatusMethodNotAllowed, "method not allowed")
+		return nil
+	}
+	if !s.authorize(ctx, r) {
+		return nil
+	}
+	switch {
+	case ctx.IsPut():
+		s.put(ctx, r)
+		return nil
+	case ctx.IsDelete():
+		s.delete(ctx, r)
 		return nil
 	}
 	switch r.kind {
@@ -119,6 +134,10 @@ func (s *Server) dispatch(ctx *fasthttp.RequestCtx) *body {
 		return s.nar(ctx, r)
 	case kindPaths:
 		s.paths(ctx)
+	case kindUpload:
+		s.uploaded(ctx, r)
+	case kindLog, kindRealisation:
+		s.document(ctx, r)
 	default:
 		fail(ctx, fasthttp.StatusNotFound, "no such resource")
 	}
@@ -194,7 +213,7 @@ func fail(ctx *fasthttp.RequestCtx, status int, reason string) {
 // remembers it as a miss), 500 otherwise.
 func (s *Server) error(ctx *fasthttp.RequestCtx, what string, err error) {
 	switch {
-	case errors.Is(err, narinfo.ErrBad):
+	case errors.Is(err, narinfo.ErrBad), errors.Is(err, appliance.ErrBadUpload):
 		fail(ctx, fasthttp.StatusBadRequest, err.Error())
 	case errors.Is(err, appliance.ErrNotFound):
 		fail(ctx, fasthttp.StatusNotFound, what+": not found")

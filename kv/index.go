@@ -95,7 +95,8 @@ func (ix *Index) init(p cdc.Params) error {
 	want := []byte(strconv.Itoa(FormatVersion))
 	return ix.db.Update(func(tx *bolt.Tx) error {
 		fillNarPaths := tx.Bucket(bucketNarPaths) == nil && tx.Bucket(bucketNarInfo) != nil
-		for _, b := range [][]byte{bucketMeta, bucketNarInfo, bucketManifest, bucketRefs, bucketAtime, bucketQueue, bucketNarPaths} {
+		for _, b := range [][]byte{bucketMeta, bucketNarInfo, bucketManifest, bucketRefs, bucketAtime, bucketQueue, bucketNarPaths,
+			bucketUploads, bucketLogs, bucketRealisations} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

@@ -18,6 +18,7 @@ import (
 
 	"cairn/appliance"
 	"cairn/appliance/narinfo"
+	"cairn/appliance/tokens"
 	"cairn/appliance/upstream"
 	"cairn/httpd"
 	"cairn/kv"
@@ -32,7 +33,10 @@ const (
 // serveFlags are cairn serve's settings.
 type serveFlags struct {
 	listen, data, keyName, keyFile, logLevel, compression string
-	upstreams, trustedKeys                                list
+	upstreams, trustedKeys, uploadKeys                    list
+	tokensFile                                            string
+	readAuth                                              bool
+	uploadGrace                                           time.Duration
 	priority                                              int
 	prefetch, insecure                                    bool
 	negativeTTL, shutdownGrace                            time.Duration
@@ -41,7 +45,7 @@ type serveFlags struct {
 func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.listen, "listen", ":8501", "address to serve on")
 	fs.StringVar(&f.data, "data", "./cairn-data", "data directory")
-	fs.Var(&f.upstreams, "upstream", "upstream binary cache URL, repeatable; ?priority=N orders them (default "+defaultUpstream+")")
+	fs.Var(&f.upstreams, "upstream", "upstream binary cache URL, repeatable; ?priority=N orders them; none for a push-only cache (default "+defaultUpstream+")")
 	fs.Var(&f.trustedKeys, "trusted-key", "NAME:BASE64 key whose signature an upstream narinfo must carry, repeatable")
 	fs.StringVar(&f.keyName, "key-name", "", "name of cairn's signing key when it is generated (default <hostname>-1)")
 	fs.StringVar(&f.keyFile, "signing-key-file", "", "cairn's Nix secret key file, generated when missing (default DATA/signing-key)")
@@ -51,6 +55,10 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.compression, "compression", "zstd", "what narinfos offer: zstd, or none for clients older than Nix 2.4")
 	fs.DurationVar(&f.negativeTTL, "negative-ttl", upstream.DefaultNegativeTTL, "how long an upstream's 404 is remembered")
+	fs.StringVar(&f.tokensFile, "tokens-file", "", `file of "ROLE TOKEN" lines (read, write, admin); uploads need a write token`)
+	fs.BoolVar(&f.readAuth, "read-auth", false, "reads need a read token too")
+	fs.Var(&f.uploadKeys, "trusted-upload-key", "NAME:BASE64 key an uploaded narinfo must be signed with, repeatable (default: any write token may upload)")
+	fs.DurationVar(&f.uploadGrace, "upload-grace", time.Hour, "how long an uploaded NAR waits for its narinfo before it is dropped")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 15*time.Second, "how long SIGTERM waits for running downloads")
 }
 
@@ -95,7 +103,11 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := httpd.New(httpd.Config{Service: svc, Priority: f.priority, Logger: log})
+	toks, err := f.tokens(log)
+	if err != nil {
+		return err
+	}
+	srv := httpd.New(httpd.Config{Service: svc, Priority: f.priority, Logger: log, Tokens: toks, ReadAuth: f.readAuth})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	ups := make([]string, len(cfg.Upstreams))
@@ -136,7 +148,7 @@ func serve(args []string, stderr io.Writer) error {
 // service builds the cache's configuration from the flags: upstreams,
 // trusted keys and cairn's own key.
 func (f *serveFlags) service(log *slog.Logger) (appliance.ServiceConfig, error) {
-	cfg := appliance.ServiceConfig{Prefetch: f.prefetch, Insecure: f.insecure, Logger: log}
+	cfg := appliance.ServiceConfig{Prefetch: f.prefetch, Insecure: f.insecure, Logger: log, UploadGrace: f.uploadGrace}
 	switch f.compression {
 	case "zstd":
 	case "none":
@@ -145,9 +157,12 @@ func (f *serveFlags) service(log *slog.Logger) (appliance.ServiceConfig, error) 
 		return cfg, fmt.Errorf("--compression %q: want zstd or none", f.compression)
 	}
 	rawUps, keys := f.upstreams.vals, f.trustedKeys.vals
-	if len(rawUps) == 0 {
+	switch {
+	case len(rawUps) == 0:
 		rawUps = []string{defaultUpstream}
 		keys = append([]string{defaultKey}, keys...)
+	case len(rawUps) == 1 && rawUps[0] == "none":
+		rawUps = nil // a push-only cache
 	}
 	for _, raw := range rawUps {
 		uc, err := upstream.ParseURL(raw)
@@ -168,13 +183,33 @@ func (f *serveFlags) service(log *slog.Logger) (appliance.ServiceConfig, error) 
 	if cfg.TrustedKeys, err = narinfo.ParsePublicKeys(keys); err != nil {
 		return cfg, fmt.Errorf("--trusted-key: %w", err)
 	}
-	if len(cfg.TrustedKeys) == 0 && !f.insecure {
+	if len(cfg.TrustedKeys) == 0 && len(cfg.Upstreams) > 0 && !f.insecure {
 		return cfg, errors.New("no --trusted-key for the upstreams: cairn verifies every upstream narinfo's signature. " +
 			"Pass each upstream's public key (e.g. --trusted-key " + defaultKey + "), " +
 			"or --insecure-no-signatures to accept unsigned paths")
 	}
+	if cfg.UploadKeys, err = narinfo.ParsePublicKeys(f.uploadKeys.vals); err != nil {
+		return cfg, fmt.Errorf("--trusted-upload-key: %w", err)
+	}
 	cfg.Key, err = f.signingKey(log)
 	return cfg, err
+}
+
+// tokens loads the tokens file, if any.
+func (f *serveFlags) tokens(log *slog.Logger) (*tokens.Set, error) {
+	if f.tokensFile == "" {
+		if f.readAuth {
+			return nil, errors.New("--read-auth needs --tokens-file")
+		}
+		log.Info("no --tokens-file: uploads and deletes are refused")
+		return nil, nil
+	}
+	toks, err := tokens.Load(f.tokensFile)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("tokens loaded", "file", f.tokensFile, "count", toks.Len())
+	return toks, nil
 }
 
 // signingKey loads cairn's key, generating it on first start.

@@ -80,3 +80,20 @@ func SignedCache(tb testing.TB, store, cacheDir string, key Key, compression str
 	CopyToFileCache(tb, store, cacheDir,
 		"compression="+compression+"&write-nar-listing=true&secret-key="+key.SecretFile, paths...)
 }
+
+// BuildWithLog builds a one-line derivation named name in the closure's
+// store, so that the store holds its build log (the line "building name"),
+// and returns the derivation and output paths.
+func (c Closure) BuildWithLog(tb testing.TB, name string) (drv, out string) {
+	tb.Helper()
+	expr := filepath.Join(tb.TempDir(), "drv.nix")
+	require.NoError(tb, os.WriteFile(expr, []byte(fmt.Sprintf(`derivation {
+  name = %q; system = builtins.currentSystem; builder = "/bin/sh";
+  args = [ "-c" "echo building %s; echo %s > $out" ];
+}`, name, name, name)), 0o644))
+	drv = strings.TrimSpace(string(Run(tb, "nix-instantiate", "--store", c.Store, expr)))
+	// A chroot store builds in a sandbox: lend it the host's shell.
+	out = strings.TrimSpace(string(Run(tb, "nix-build", "--store", c.Store, "--no-out-link",
+		"--option", "sandbox", "true", "--option", "extra-sandbox-paths", "/bin? /usr? /lib? /lib64?", drv)))
+	return drv, out
+}
