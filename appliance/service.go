@@ -511,25 +511,6 @@ func (s *Service) prefetchLoop() {
 	}
 }
 
-// CacheStats are the service's request counters.
-type CacheStats struct {
-	Hits, Misses, NotFound       uint64
-	Fetches, FetchFailures       uint64
-	UpstreamHits, UpstreamMisses map[string]uint64
-}
-
-// Stats returns the service's counters.
-func (s *Service) Stats() CacheStats {
-	st := CacheStats{Hits: s.stats.hits.Load(), Misses: s.stats.misses.Load(), NotFound: s.stats.notFound.Load(),
-		Fetches: s.stats.fetches.Load(), FetchFailures: s.stats.fetchFailures.Load(),
-		UpstreamHits: map[string]uint64{}, UpstreamMisses: map[string]uint64{}}
-	for i, u := range s.ups {
-		st.UpstreamHits[u.String()] = s.stats.upHits[i].Load()
-		st.UpstreamMisses[u.String()] = s.stats.upMisses[i].Load()
-	}
-	return st
-}
-
 // Listing returns the .ls listing of a store path's NAR, fetching the NAR
 // first when only its narinfo is known.
 func (s *Service) Listing(ctx context.Context, hash string) ([]byte, error) {
@@ -563,4 +544,45 @@ func (s *Service) Paths() ([]string, error) {
 		return nil, fmt.Errorf("list paths: %w", err)
 	}
 	return out, nil
+}
+
+// Report is what `cairn stats` shows.
+type Report struct {
+	Paths         uint64           `json:"paths"`
+	NARs          uint64           `json:"nars"`
+	Chunks        uint64           `json:"chunks"`
+	LogicalBytes  uint64           `json:"logical_bytes"`
+	PhysicalBytes uint64           `json:"physical_bytes"`
+	DedupRatio    float64          `json:"dedup_ratio"`
+	Hits          uint64           `json:"hits"`
+	Misses        uint64           `json:"misses"`
+	NotFound      uint64           `json:"not_found"`
+	Fetches       uint64           `json:"fetches"`
+	FetchFailures uint64           `json:"fetch_failures"`
+	Upstreams     []UpstreamReport `json:"upstreams"`
+}
+
+// UpstreamReport is one upstream's share of the lookups.
+type UpstreamReport struct {
+	URL      string `json:"url"`
+	Priority int    `json:"priority"`
+	Hits     uint64 `json:"hits"`
+	Misses   uint64 `json:"misses"`
+}
+
+// Report gathers the store's counters and the service's.
+func (s *Service) Report() (*Report, error) {
+	st, err := s.store.Stats()
+	if err != nil {
+		return nil, err
+	}
+	r := &Report{Paths: st.NarInfos, NARs: st.NARs, Chunks: st.Chunks, LogicalBytes: st.LogicalBytes,
+		PhysicalBytes: st.PhysicalBytes, DedupRatio: st.DedupRatio,
+		Hits: s.stats.hits.Load(), Misses: s.stats.misses.Load(), NotFound: s.stats.notFound.Load(),
+		Fetches: s.stats.fetches.Load(), FetchFailures: s.stats.fetchFailures.Load()}
+	for i, u := range s.ups {
+		r.Upstreams = append(r.Upstreams, UpstreamReport{URL: u.String(), Priority: u.Priority(),
+			Hits: s.stats.upHits[i].Load(), Misses: s.stats.upMisses[i].Load()})
+	}
+	return r, nil
 }

@@ -38,6 +38,8 @@ func (s *Server) role(ctx *fasthttp.RequestCtx) tokens.Role {
 // (nix-cache-info, pubkey) and health are always open.
 func (s *Server) needed(ctx *fasthttp.RequestCtx, r route) tokens.Role {
 	switch {
+	case r.kind == kindAdmin:
+		return tokens.Admin
 	case ctx.IsPut():
 		return tokens.Write
 	case ctx.IsDelete():

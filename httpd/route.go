@@ -28,6 +28,7 @@ const (
 	kindUpload                  // /nar/<filehash>.nar.xz or .nar.bz2: only as uploaded
 	kindLog                     // /log/<drv basename>
 	kindRealisation             // /realisations/<id>.doi or /build-trace-v2/<drv>/<out>.doi
+	kindAdmin                   // /_cairn/<endpoint>: the admin API
 )
 
 // route is a parsed request path.
@@ -70,6 +71,9 @@ func parseRoute(path []byte) (route, error) {
 		return route{kind: kindHealth}, nil
 	case "_cairn/paths":
 		return route{kind: kindPaths}, nil
+	}
+	if rest, ok := bytes.CutPrefix(p, []byte("_cairn/")); ok {
+		return route{kind: kindAdmin, name: string(rest)}, nil
 	}
 	if rest, ok := bytes.CutPrefix(p, []byte("nar/")); ok {
 		r, err := parseNAR(rest)

@@ -101,13 +101,16 @@ func (s *Server) dispatch(ctx *fasthttp.RequestCtx) *body {
 		return nil
 	}
 	get, head := ctx.IsGet(), ctx.IsHead()
-	if !get && !head && !ctx.IsPut() && !ctx.IsDelete() {
+	if !get && !head && !ctx.IsPut() && !ctx.IsDelete() && !(ctx.IsPost() && r.kind == kindAdmin) {
 		ctx.Response.Header.Set("Allow", "GET, HEAD, PUT, DELETE")
 		fail(ctx, fasthttp.StatusMethodNotAllowed, "method not allowed")
 		return nil
 	}
 	if !s.authorize(ctx, r) {
 		return nil
+	}
+	if r.kind == kindAdmin {
+		return s.admin(ctx, r.name)
 	}
 	switch {
 	case ctx.IsPut():
