@@ -131,20 +131,20 @@ type Opener func(ctx context.Context) (io.ReadCloser, Compression, error)
 
 // Start begins ingesting want in the background from the body open
 // returns, unless an ingest of the same NarHash is already running, and
-// returns the live view of whichever runs. It returns nil when the NAR is
-// already stored, after recording want.Info. ctx bounds the ingest, not
-// the call.
-func (s *Store) Start(ctx context.Context, want Want, open Opener) (*Live, error) {
+// returns the live view of whichever runs, and whether this call started
+// it. It returns nil when the NAR is already stored, after recording
+// want.Info. ctx bounds the ingest, not the call.
+func (s *Store) Start(ctx context.Context, want Want, open Opener) (*Live, bool, error) {
 	if want.Info != nil {
 		want.NarHash, want.NarSize = want.Info.NarHash, want.Info.NarSize
 	}
 	if res, err := s.existing(want); err != nil || res != nil {
-		return nil, err
+		return nil, false, err
 	}
 	s.flightMu.Lock()
 	if f := s.flights[want.NarHash]; f != nil {
 		s.flightMu.Unlock()
-		return f.live, nil
+		return f.live, false, nil
 	}
 	f := s.takeOff(want)
 	s.flightMu.Unlock()
@@ -163,7 +163,7 @@ func (s *Store) Start(ctx context.Context, want Want, open Opener) (*Live, error
 		}
 		s.land(f, want, res, err)
 	}()
-	return f.live, nil
+	return f.live, true, nil
 }
 
 // Record stores a narinfo for a NAR that is already committed.

@@ -110,6 +110,25 @@ func (s *Store) DeleteNAR(ctx context.Context, narHash [32]byte) (int, error) {
 	return n, nil
 }
 
+// DeletePath removes a store path's narinfo, and its NAR when no other
+// narinfo names it, in one index transaction; then the chunks nothing
+// references any more. It reports whether the NAR went and how many
+// chunks were deleted.
+func (s *Store) DeletePath(ctx context.Context, storeHash string) (bool, int, error) {
+	if err := ctx.Err(); err != nil {
+		return false, 0, err
+	}
+	gone, freed, err := s.ix.DeletePath(storeHash)
+	if err != nil {
+		return false, 0, err
+	}
+	n, err := s.deleteUnreferenced(freed)
+	if err != nil {
+		return gone, 0, fmt.Errorf("delete path %s: %w (orphans are swept by GC)", storeHash, err)
+	}
+	return gone, n, nil
+}
+
 // SweepOrphans deletes stored chunks that no manifest references, such as
 // those a crash left between writing chunks and committing a manifest.
 func (s *Store) SweepOrphans(ctx context.Context) (int, error) {

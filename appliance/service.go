@@ -47,6 +47,11 @@ type ServiceConfig struct {
 	// UploadGrace is how long an uploaded NAR waits for its narinfo before
 	// it is dropped; default 1h.
 	UploadGrace time.Duration
+	// MaxSize is the physical size (stored chunk bytes, each counted once)
+	// above which least recently used paths are evicted; 0 means no limit.
+	MaxSize uint64
+	// LowWatermark is the share of MaxSize eviction runs down to; default 0.9.
+	LowWatermark float64
 	// PlainNAR points narinfos at nar/<h>.nar with Compression: none, for
 	// clients older than Nix 2.4; by default they name nar/<h>.nar.zst.
 	PlainNAR bool
@@ -73,6 +78,11 @@ type Service struct {
 	pendingPaths map[string]*narinfo.Info // the same narinfos by store hash
 
 	prefetch chan [32]byte
+
+	lifeMu    sync.Mutex // one eviction, GC or repair at a time
+	evictKick chan struct{}
+	lastEvict atomic.Pointer[EvictReport]
+	lastGC    atomic.Pointer[GCReport]
 
 	stats serviceStats
 }
@@ -109,6 +119,9 @@ func NewService(store *Store, cfg ServiceConfig) (*Service, error) {
 	if cfg.PendingMax <= 0 {
 		cfg.PendingMax = 100000
 	}
+	if cfg.LowWatermark <= 0 || cfg.LowWatermark > 1 {
+		cfg.LowWatermark = DefaultLowWatermark
+	}
 	if cfg.UploadGrace <= 0 {
 		cfg.UploadGrace = time.Hour
 	}
@@ -127,15 +140,16 @@ func NewService(store *Store, cfg ServiceConfig) (*Service, error) {
 	s := &Service{cfg: cfg, store: store, ups: ups, log: cfg.Logger,
 		pubKey: pub.String(), keyName: pub.Name,
 		pending: map[[32]byte]*pendingNAR{}, pendingPaths: map[string]*narinfo.Info{},
-		prefetch: make(chan [32]byte, cfg.PrefetchQueue)}
+		prefetch: make(chan [32]byte, cfg.PrefetchQueue), evictKick: make(chan struct{}, 1)}
 	s.stats.upHits = make([]atomic.Uint64, len(ups))
 	s.stats.upMisses = make([]atomic.Uint64, len(ups))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if cfg.Insecure {
 		s.log.Warn("INSECURE: accepting upstream paths without a valid trusted signature (--insecure-no-signatures)")
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.sweepUploadsLoop()
+	go s.lifecycleLoop()
 	if cfg.Prefetch {
 		for range cfg.PrefetchWorkers {
 			s.wg.Add(1)
@@ -405,6 +419,7 @@ type NARSource struct {
 func (s *Service) OpenNAR(ctx context.Context, narHash [32]byte) (NARSource, error) {
 	n, err := s.store.OpenNAR(ctx, narHash)
 	if err == nil {
+		s.store.TouchNAR(narHash)
 		return NARSource{Stored: n}, nil
 	}
 	if !errors.Is(err, ErrNotFound) {
@@ -453,12 +468,15 @@ func (s *Service) fetch(narHash [32]byte) (*Live, error) {
 	first := p.infos[0]
 	want := Want{Info: s.record(first, s.ups[p.from].String())}
 	src := &failover{s: s, info: first, from: p.from}
-	live, err := s.store.Start(s.ctx, want, src.open)
+	live, started, err := s.store.Start(s.ctx, want, src.open)
 	if err != nil || live == nil {
 		if err == nil {
 			s.recordPending(narHash)
 		}
 		return live, err
+	}
+	if !started {
+		return live, nil // whoever started it records the outcome
 	}
 	s.wg.Add(1)
 	go func() {
@@ -473,6 +491,7 @@ func (s *Service) fetch(narHash [32]byte) (*Live, error) {
 		s.log.Info("fetched nar", "nar", FormatHash(narHash), "path", first.StorePath,
 			"size", first.NarSize, "duration", time.Since(start).Round(time.Millisecond))
 		s.recordPending(narHash)
+		s.kickEvict()
 	}()
 	return live, nil
 }
@@ -560,6 +579,12 @@ type Report struct {
 	Fetches       uint64           `json:"fetches"`
 	FetchFailures uint64           `json:"fetch_failures"`
 	Upstreams     []UpstreamReport `json:"upstreams"`
+	MaxSize       uint64           `json:"max_size,omitempty"`
+	PinnedRoots   int              `json:"pinned_roots"`
+	PinnedPaths   int              `json:"pinned_paths"`
+	PinnedBytes   uint64           `json:"pinned_nar_bytes"`
+	LastEviction  *EvictReport     `json:"last_eviction,omitempty"`
+	LastGC        *GCReport        `json:"last_gc,omitempty"`
 }
 
 // UpstreamReport is one upstream's share of the lookups.
@@ -583,6 +608,26 @@ func (s *Service) Report() (*Report, error) {
 	for i, u := range s.ups {
 		r.Upstreams = append(r.Upstreams, UpstreamReport{URL: u.String(), Priority: u.Priority(),
 			Hits: s.stats.upHits[i].Load(), Misses: s.stats.upMisses[i].Load()})
+	}
+	r.MaxSize, r.LastEviction, r.LastGC = s.cfg.MaxSize, s.lastEvict.Load(), s.lastGC.Load()
+	cands, err := s.store.ix.Candidates()
+	if err != nil {
+		return nil, err
+	}
+	pinned, err := s.pinnedClosure(cands)
+	if err != nil {
+		return nil, err
+	}
+	pins, err := s.store.ix.Pins()
+	if err != nil {
+		return nil, err
+	}
+	r.PinnedRoots = len(pins)
+	for _, c := range cands {
+		if pinned[c.Base] {
+			r.PinnedPaths++
+			r.PinnedBytes += c.NarSize
+		}
 	}
 	return r, nil
 }

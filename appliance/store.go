@@ -103,6 +103,7 @@ type Store struct {
 
 	atimeMu sync.Mutex
 	atimes  map[string]int64
+	narUses map[[32]byte]int64 // NAR reads, credited to every path naming the NAR
 
 	kick      chan struct{} // wakes the recompressor
 	stop      chan struct{}
@@ -151,9 +152,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		flights: map[[32]byte]*flight{},
 		pinned:  map[cdc.ID]int{},
 		writing: map[cdc.ID]int{},
-		atimes:  map[string]int64{},
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
+		atimes:  map[string]int64{}, narUses: map[[32]byte]int64{},
+		kick: make(chan struct{}, 1),
+		stop: make(chan struct{}),
 	}
 	s.wg.Add(1)
 	go s.flushLoop()
@@ -206,20 +207,31 @@ func (s *Store) flushLoop() {
 // Touch records a use of a store path. It is kept in memory and written in
 // batches, never one write per hit.
 func (s *Store) Touch(storeHash string) {
-	now := time.Now().Unix()
+	now := time.Now().UnixMilli()
 	s.atimeMu.Lock()
 	s.atimes[storeHash] = now
 	s.atimeMu.Unlock()
 }
 
-// FlushAtimes writes the batched access times in one transaction.
+// TouchNAR records a read of a NAR, as a use of every path naming it.
+func (s *Store) TouchNAR(narHash [32]byte) {
+	now := time.Now().UnixMilli()
+	s.atimeMu.Lock()
+	s.narUses[narHash] = now
+	s.atimeMu.Unlock()
+}
+
+// FlushAtimes writes the batched access times.
 func (s *Store) FlushAtimes() error {
 	s.atimeMu.Lock()
-	batch := s.atimes
-	s.atimes = map[string]int64{}
+	batch, nars := s.atimes, s.narUses
+	s.atimes, s.narUses = map[string]int64{}, map[[32]byte]int64{}
 	s.atimeMu.Unlock()
 	if err := s.ix.Touch(batch); err != nil {
 		return fmt.Errorf("flush %d access times: %w", len(batch), err)
+	}
+	if err := s.ix.TouchNARs(nars); err != nil {
+		return fmt.Errorf("flush %d NAR access times: %w", len(nars), err)
 	}
 	return nil
 }

@@ -49,6 +49,7 @@ func (s *Service) UploadNAR(ctx context.Context, name string, body io.Reader, co
 	if err := s.store.ix.PutUpload(name, res.NarHash, time.Now()); err != nil {
 		return nil, err
 	}
+	s.kickEvict()
 	s.log.Info("uploaded nar", "name", name, "nar", FormatHash(res.NarHash), "size", res.NarSize, "new_chunks", res.NewChunks)
 	return res, nil
 }
@@ -174,21 +175,12 @@ func (s *Service) cached(base string) bool {
 // DeleteNarInfo removes a store path's narinfo, and its NAR when no other
 // narinfo names it.
 func (s *Service) DeleteNarInfo(ctx context.Context, hash string) error {
-	r, err := s.store.ix.NarInfo(hash)
-	if err != nil {
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	if _, _, err := s.store.DeletePath(ctx, hash); err != nil {
 		return err
 	}
-	if err := s.store.ix.DeleteNarInfo(hash); err != nil {
-		return err
-	}
-	named, err := s.store.ix.Named(r.NarHash)
-	if err != nil || named {
-		return err
-	}
-	if _, err := s.store.DeleteNAR(ctx, r.NarHash); err != nil && !errors.Is(err, ErrNotFound) {
-		return err
-	}
-	s.log.Info("deleted path", "path", r.StorePath)
+	s.log.Info("deleted path", "hash", hash)
 	return nil
 }
 

@@ -19,13 +19,17 @@ import (
 )
 
 // newService returns a cache with no upstreams over a fresh store.
-func newService(t testing.TB) *appliance.Service {
+func newService(t testing.TB, mod ...func(*appliance.ServiceConfig)) *appliance.Service {
 	t.Helper()
 	st := openStore(t, t.TempDir())
 	t.Cleanup(func() { st.Close() })
 	sk, _, err := signature.GenerateKeypair("cairn-test-1", nil)
 	require.NoError(t, err)
-	svc, err := appliance.NewService(st, appliance.ServiceConfig{Key: sk})
+	cfg := appliance.ServiceConfig{Key: sk}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	svc, err := appliance.NewService(st, cfg)
 	require.NoError(t, err)
 	t.Cleanup(svc.Close)
 	return svc

@@ -34,7 +34,7 @@ var (
 	bucketNarInfo  = []byte("narinfo")    // store hash -> NarInfo
 	bucketManifest = []byte("manifest")   // NarHash -> Manifest
 	bucketRefs     = []byte("refs")       // chunk id -> count, size
-	bucketAtime    = []byte("atime")      // store hash -> unix seconds
+	bucketAtime    = []byte("atime")      // store hash -> unix milliseconds
 	bucketQueue    = []byte("recompress") // commit time (8 bytes BE) + NarHash -> ""
 	bucketNarPaths = []byte("narpaths")   // NarHash + store hash -> "": the narinfos naming a NAR
 
@@ -96,7 +96,7 @@ func (ix *Index) init(p cdc.Params) error {
 	return ix.db.Update(func(tx *bolt.Tx) error {
 		fillNarPaths := tx.Bucket(bucketNarPaths) == nil && tx.Bucket(bucketNarInfo) != nil
 		for _, b := range [][]byte{bucketMeta, bucketNarInfo, bucketManifest, bucketRefs, bucketAtime, bucketQueue, bucketNarPaths,
-			bucketUploads, bucketLogs, bucketRealisations} {
+			bucketUploads, bucketLogs, bucketRealisations, bucketPins} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -425,79 +425,117 @@ func (ix *Index) DeleteNarInfo(storeHash string) error {
 func (ix *Index) DeleteNAR(narHash [32]byte) ([]cdc.ID, error) {
 	var freed []cdc.ID
 	err := ix.update(func(tx *bolt.Tx, st *Stats) error {
-		freed = freed[:0]
-		mb := tx.Bucket(bucketManifest)
-		v := mb.Get(narHash[:])
-		if v == nil {
-			return ErrNotFound
-		}
-		var m Manifest
-		if err := m.UnmarshalBinary(v); err != nil {
-			return err
-		}
-		refs := tx.Bucket(bucketRefs)
-		seen := make(map[cdc.ID]struct{}, len(m.Chunks))
-		for _, c := range m.Chunks {
-			if _, dup := seen[c.ID]; dup {
-				continue
-			}
-			seen[c.ID] = struct{}{}
-			rv := refs.Get(c.ID[:])
-			if rv == nil {
-				return fmt.Errorf("chunk %s: reference missing", c.ID)
-			}
-			r, err := decodeRef(rv)
-			if err != nil {
-				return fmt.Errorf("chunk %s: %w", c.ID, err)
-			}
-			if r.count <= 1 {
-				if err := refs.Delete(c.ID[:]); err != nil {
-					return err
-				}
-				st.Chunks--
-				st.PhysicalBytes -= uint64(r.comp)
-				freed = append(freed, c.ID)
-				continue
-			}
-			r.count--
-			if err := refs.Put(c.ID[:], r.encode()); err != nil {
-				return err
-			}
-		}
-		st.NARs--
-		st.LogicalBytes -= m.NarSize
-		if err := mb.Delete(narHash[:]); err != nil {
-			return err
-		}
-		var named []string
-		c := tx.Bucket(bucketNarPaths).Cursor()
-		for k, _ := c.Seek(narHash[:]); k != nil && bytes.HasPrefix(k, narHash[:]); k, _ = c.Next() {
-			named = append(named, string(k[32:]))
-		}
-		infos, paths := tx.Bucket(bucketNarInfo), tx.Bucket(bucketNarPaths)
-		for _, h := range named {
-			var ni NarInfo
-			v := infos.Get([]byte(h))
-			if v != nil {
-				if err := ni.UnmarshalBinary(v); err != nil {
-					return fmt.Errorf("narinfo %s: %w", h, err)
-				}
-			}
-			if v == nil || ni.NarHash != narHash {
-				// A stale reverse entry: drop it and go on.
-				if err := paths.Delete(append(narHash[:], h...)); err != nil {
-					return err
-				}
-				continue
-			}
-			if err := deleteNarInfo(tx, h, st); err != nil {
-				return fmt.Errorf("narinfo %s: %w", h, err)
-			}
-		}
-		return nil
+		var err error
+		freed, err = deleteNAR(tx, narHash, st)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("delete nar %x: %w", narHash, err)
+	}
+	return freed, nil
+}
+
+// DeletePath removes a store path's narinfo and, when no other narinfo
+// names its NAR, the NAR too, in one transaction. It returns the chunks
+// whose last reference went, for the caller to delete afterwards.
+func (ix *Index) DeletePath(storeHash string) (narDeleted bool, freed []cdc.ID, err error) {
+	err = ix.update(func(tx *bolt.Tx, st *Stats) error {
+		v := tx.Bucket(bucketNarInfo).Get([]byte(storeHash))
+		if v == nil {
+			return ErrNotFound
+		}
+		var ni NarInfo
+		if err := ni.UnmarshalBinary(v); err != nil {
+			return err
+		}
+		if err := deleteNarInfo(tx, storeHash, st); err != nil {
+			return err
+		}
+		if named(tx.Bucket(bucketNarPaths), ni.NarHash) || tx.Bucket(bucketManifest).Get(ni.NarHash[:]) == nil {
+			return nil
+		}
+		var err error
+		freed, err = deleteNAR(tx, ni.NarHash, st)
+		narDeleted = err == nil
+		return err
+	})
+	if err != nil {
+		return false, nil, fmt.Errorf("delete path %s: %w", storeHash, err)
+	}
+	return narDeleted, freed, nil
+}
+
+// deleteNAR drops a manifest, its chunk references and the narinfos naming
+// it inside tx, returning the chunks whose last reference went.
+func deleteNAR(tx *bolt.Tx, narHash [32]byte, st *Stats) ([]cdc.ID, error) {
+	var freed []cdc.ID
+	mb := tx.Bucket(bucketManifest)
+	v := mb.Get(narHash[:])
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	var m Manifest
+	if err := m.UnmarshalBinary(v); err != nil {
+		return nil, err
+	}
+	refs := tx.Bucket(bucketRefs)
+	seen := make(map[cdc.ID]struct{}, len(m.Chunks))
+	for _, c := range m.Chunks {
+		if _, dup := seen[c.ID]; dup {
+			continue
+		}
+		seen[c.ID] = struct{}{}
+		rv := refs.Get(c.ID[:])
+		if rv == nil {
+			return nil, fmt.Errorf("chunk %s: reference missing", c.ID)
+		}
+		r, err := decodeRef(rv)
+		if err != nil {
+			return nil, fmt.Errorf("chunk %s: %w", c.ID, err)
+		}
+		if r.count <= 1 {
+			if err := refs.Delete(c.ID[:]); err != nil {
+				return nil, err
+			}
+			st.Chunks--
+			st.PhysicalBytes -= uint64(r.comp)
+			freed = append(freed, c.ID)
+			continue
+		}
+		r.count--
+		if err := refs.Put(c.ID[:], r.encode()); err != nil {
+			return nil, err
+		}
+	}
+	st.NARs--
+	st.LogicalBytes -= m.NarSize
+	if err := mb.Delete(narHash[:]); err != nil {
+		return nil, err
+	}
+	var named []string
+	c := tx.Bucket(bucketNarPaths).Cursor()
+	for k, _ := c.Seek(narHash[:]); k != nil && bytes.HasPrefix(k, narHash[:]); k, _ = c.Next() {
+		named = append(named, string(k[32:]))
+	}
+	infos, paths := tx.Bucket(bucketNarInfo), tx.Bucket(bucketNarPaths)
+	for _, h := range named {
+		var ni NarInfo
+		v := infos.Get([]byte(h))
+		if v != nil {
+			if err := ni.UnmarshalBinary(v); err != nil {
+				return nil, fmt.Errorf("narinfo %s: %w", h, err)
+			}
+		}
+		if v == nil || ni.NarHash != narHash {
+			// A stale reverse entry: drop it and go on.
+			if err := paths.Delete(append(narHash[:], h...)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err := deleteNarInfo(tx, h, st); err != nil {
+			return nil, fmt.Errorf("narinfo %s: %w", h, err)
+		}
 	}
 	return freed, nil
 }
@@ -568,7 +606,8 @@ func (ix *Index) Touch(times map[string]int64) error {
 	})
 }
 
-// Atime returns the recorded access time of a store hash, or 0.
+// Atime returns the recorded access time of a store hash in Unix
+// milliseconds, or 0.
 func (ix *Index) Atime(storeHash string) (int64, error) {
 	var t int64
 	err := ix.db.View(func(tx *bolt.Tx) error {

@@ -3,7 +3,9 @@ package main
 import (
 	"flag"
 	"fmt"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -60,4 +62,59 @@ func parse(fs *flag.FlagSet, args []string) error {
 		return err
 	}
 	return fs.Parse(args)
+}
+
+// parseInterleaved is parse for commands whose flags may come before or
+// after their arguments; it returns the arguments.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	if err := parse(fs, nil); err != nil {
+		return nil, err
+	}
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return rest, nil
+		}
+		if args[0] == "--" {
+			return append(rest, args[1:]...), nil
+		}
+		rest = append(rest, args[0])
+		args = args[1:]
+	}
+}
+
+// byteSize is a flag for sizes such as 200G, 1.5T or 500M (powers of 1024;
+// a trailing B or iB is allowed) or a plain byte count.
+type byteSize uint64
+
+func (b *byteSize) String() string { return strconv.FormatUint(uint64(*b), 10) }
+
+func (b *byteSize) Set(v string) error {
+	n, err := parseSize(v)
+	if err != nil {
+		return err
+	}
+	*b = byteSize(n)
+	return nil
+}
+
+// parseSize reads a size such as 200G.
+func parseSize(v string) (uint64, error) {
+	s := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(v)), "B"), "I")
+	mult := 1.0
+	if s != "" {
+		if i := strings.IndexByte("KMGTP", s[len(s)-1]); i >= 0 {
+			mult = float64(uint64(1) << (10 * (i + 1)))
+			s = s[:len(s)-1]
+		}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 || math.IsInf(f*mult, 0) || f*mult >= 1<<63 {
+		return 0, fmt.Errorf("size %q: want a number with an optional K, M, G, T or P suffix, e.g. 200G", v)
+	}
+	return uint64(f * mult), nil
 }

@@ -19,7 +19,15 @@ const usage = `cairn is a Nix binary cache appliance.
 
 Usage:
   cairn serve [flags]     run the cache (cairn serve -h lists the flags)
+  cairn pin add|rm|ls STOREPATH... --server URL --token T
+                          protect closures from eviction, fetching what is missing
+  cairn gc [--evict]      evict over the size limit, sweep orphans, give disk space back
+  cairn stats             paths, sizes, dedup, hits and misses, pins, last GC
+  cairn verify [--repair] re-hash every chunk and NAR; --repair drops damaged ones
   cairn version           print the version
+
+The admin commands (pin, gc, stats, verify) talk to a running cairn with an
+admin token, print progress on long work, and print JSON with --json.
 
 Every flag can also be set as CAIRN_<FLAG> in the environment, e.g.
 CAIRN_LISTEN=:8501; flags on the command line win.
@@ -39,6 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		err = serve(args[1:], stderr)
+	case "pin", "gc", "stats", "verify":
+		err = adminCmd(args[0], args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "cairn", version)
 	case "help", "-h", "--help":

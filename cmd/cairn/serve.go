@@ -37,6 +37,8 @@ type serveFlags struct {
 	tokensFile                                            string
 	readAuth                                              bool
 	uploadGrace                                           time.Duration
+	maxSize                                               byteSize
+	lowWatermark                                          float64
 	priority                                              int
 	prefetch, insecure                                    bool
 	negativeTTL, shutdownGrace                            time.Duration
@@ -59,6 +61,8 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.readAuth, "read-auth", false, "reads need a read token too")
 	fs.Var(&f.uploadKeys, "trusted-upload-key", "NAME:BASE64 key an uploaded narinfo must be signed with, repeatable (default: any write token may upload)")
 	fs.DurationVar(&f.uploadGrace, "upload-grace", time.Hour, "how long an uploaded NAR waits for its narinfo before it is dropped")
+	fs.Var(&f.maxSize, "max-size", "evict least recently used paths when stored chunks exceed this size, e.g. 200G (default: no limit)")
+	fs.Float64Var(&f.lowWatermark, "low-watermark", appliance.DefaultLowWatermark, "share of --max-size eviction runs down to")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 15*time.Second, "how long SIGTERM waits for running downloads")
 }
 
@@ -148,7 +152,11 @@ func serve(args []string, stderr io.Writer) error {
 // service builds the cache's configuration from the flags: upstreams,
 // trusted keys and cairn's own key.
 func (f *serveFlags) service(log *slog.Logger) (appliance.ServiceConfig, error) {
-	cfg := appliance.ServiceConfig{Prefetch: f.prefetch, Insecure: f.insecure, Logger: log, UploadGrace: f.uploadGrace}
+	cfg := appliance.ServiceConfig{Prefetch: f.prefetch, Insecure: f.insecure, Logger: log, UploadGrace: f.uploadGrace,
+		MaxSize: uint64(f.maxSize), LowWatermark: f.lowWatermark}
+	if f.lowWatermark <= 0 || f.lowWatermark > 1 {
+		return cfg, fmt.Errorf("--low-watermark %v: want a share of --max-size between 0 and 1, e.g. 0.9", f.lowWatermark)
+	}
 	switch f.compression {
 	case "zstd":
 	case "none":

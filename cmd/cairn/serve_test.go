@@ -31,6 +31,7 @@ type upstreamFixture struct {
 	xz, zst   string      // the closure as xz and as zstd
 	plain     string      // the closure uncompressed
 	extra     string      // a path only the "second" cache has
+	big       string      // about 1.5 MB, also only in the "second" cache
 	second    string
 	rogue     string // a path only the "untrusted" cache has, signed with another key
 	untrusted string
@@ -55,7 +56,8 @@ func fixtures(t *testing.T) *upstreamFixture {
 		nixtest.SignedCache(t, f.closure.Store, f.zst, f.key, "zstd", f.closure.Root())
 		nixtest.SignedCache(t, f.closure.Store, f.plain, f.key, "none", f.closure.Root())
 		f.extra = f.closure.AddText(t, "extra", "only in the second upstream", f.closure.Paths[1])
-		nixtest.SignedCache(t, f.closure.Store, f.second, f.key, "bzip2", f.extra)
+		f.big = f.closure.AddFile(t, "big", bytes.Repeat([]byte("cairn keeps what it is told to keep. "), 40000))
+		nixtest.SignedCache(t, f.closure.Store, f.second, f.key, "bzip2", f.extra, f.big)
 		f.rogue = f.closure.AddText(t, "rogue", "signed by nobody we trust")
 		nixtest.SignedCache(t, f.closure.Store, f.untrusted, other, "xz", f.rogue)
 		fixture = f

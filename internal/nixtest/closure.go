@@ -97,3 +97,12 @@ func (c Closure) BuildWithLog(tb testing.TB, name string) (drv, out string) {
 		"--option", "sandbox", "true", "--option", "extra-sandbox-paths", "/bin? /usr? /lib? /lib64?", drv)))
 	return drv, out
 }
+
+// AddFile adds a file with the given content to the closure's store and
+// returns its store path.
+func (c Closure) AddFile(tb testing.TB, name string, content []byte) string {
+	tb.Helper()
+	file := filepath.Join(tb.TempDir(), name)
+	require.NoError(tb, os.WriteFile(file, content, 0o644))
+	return evalPaths(tb, c.Store, fmt.Sprintf("[ (builtins.path { path = %q; name = %q; }) ]", file, name))[0]
+}
