@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/stretchr/testify/require"
 
 	"cairn/appliance"
 	"cairn/internal/nixtest"
+	"cairn/kv"
 )
 
 // randomNAR makes a NAR of one file of size random bytes, plus shared
@@ -180,4 +182,30 @@ func TestVerifyRepairDropsDamagedNARs(t *testing.T) {
 	rep, err = svc.Verify(ctx, false, nil)
 	require.NoError(t, err)
 	require.Zero(t, rep.Damaged)
+}
+
+func TestEvictionGivesDiskSpaceBack(t *testing.T) {
+	dir := t.TempDir()
+	// Small value-log files, so this test's few MB span several of them:
+	// value-log GC never rewrites the file being written.
+	st := openStore(t, dir, func(c *appliance.Config) {
+		c.ChunkOpts = kv.ChunkOptions{MemTableSize: 4 << 20, IndexCacheSize: 1 << 20, ValueLogFileSize: 1 << 20}
+	})
+	defer st.Close()
+	sk, _, err := signature.GenerateKeypair("cairn-test-1", nil)
+	require.NoError(t, err)
+	svc, err := appliance.NewService(st, appliance.ServiceConfig{Key: sk, MaxSize: 1 << 20, LowWatermark: 0.5})
+	require.NoError(t, err)
+	defer svc.Close()
+	for i := range 8 {
+		add(t, svc, randomNAR(t, fmt.Sprintf("du-%d", i), 1<<20, nil))
+	}
+	require.NoError(t, st.Chunks().Sync())
+	full := nixtest.DiskUsage(t, dir)
+	rep, err := svc.Evict(context.Background(), false)
+	require.NoError(t, err)
+	require.Equal(t, 8, rep.PathsEvicted, "1 MiB NARs do not fit under half of 1 MiB")
+	after := nixtest.DiskUsage(t, dir)
+	t.Logf("du: %d -> %d after evicting 8 MiB", full, after)
+	require.Less(t, after, full-4<<20, "du of the data directory falls after eviction")
 }
