@@ -130,15 +130,29 @@ func (s *Service) pinnedClosure(cands []kv.Candidate) (map[string]bool, error) {
 	if err != nil || len(pins) == 0 {
 		return map[string]bool{}, err
 	}
-	refs := make(map[string][]string, len(cands))
-	for _, c := range cands {
-		refs[c.Base] = c.References
+	byBase := candidatesByBase(cands)
+	roots := make([]string, len(pins))
+	for i, p := range pins {
+		roots[i] = p.Path
 	}
 	seen := map[string]bool{}
-	stack := make([]string, 0, len(pins))
-	for _, p := range pins {
-		stack = append(stack, p.Path)
+	walkClosure(roots, byBase, seen, nil)
+	return seen, nil
+}
+
+func candidatesByBase(cands []kv.Candidate) map[string]*kv.Candidate {
+	byBase := make(map[string]*kv.Candidate, len(cands))
+	for i := range cands {
+		byBase[cands[i].Base] = &cands[i]
 	}
+	return byBase
+}
+
+// walkClosure marks in seen every basename roots reach through the
+// references of cached paths, calling visit (when set) with each one and
+// its candidate, nil when it is not cached.
+func walkClosure(roots []string, byBase map[string]*kv.Candidate, seen map[string]bool, visit func(string, *kv.Candidate)) {
+	stack := append([]string(nil), roots...)
 	for len(stack) > 0 {
 		b := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
@@ -146,9 +160,14 @@ func (s *Service) pinnedClosure(cands []kv.Candidate) (map[string]bool, error) {
 			continue
 		}
 		seen[b] = true
-		stack = append(stack, refs[b]...)
+		c := byBase[b]
+		if visit != nil {
+			visit(b, c)
+		}
+		if c != nil {
+			stack = append(stack, c.References...)
+		}
 	}
-	return seen, nil
 }
 
 // GC evicts if the store is over its limit, drops uploads whose narinfo
@@ -338,31 +357,18 @@ func (s *Service) Pins() ([]PinReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	byBase := make(map[string]*kv.Candidate, len(cands))
-	for i := range cands {
-		byBase[cands[i].Base] = &cands[i]
-	}
+	byBase := candidatesByBase(cands)
 	out := []PinReport{}
 	for _, p := range pins {
 		rep := PinReport{Path: p.Path, At: p.At}
-		seen := map[string]bool{}
-		stack := []string{p.Path}
-		for len(stack) > 0 {
-			b := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
-			if seen[b] {
-				continue
-			}
-			seen[b] = true
-			c := byBase[b]
+		walkClosure([]string{p.Path}, byBase, map[string]bool{}, func(_ string, c *kv.Candidate) {
 			if c == nil {
 				rep.Missing++
-				continue
+				return
 			}
 			rep.Members++
 			rep.Bytes += c.NarSize
-			stack = append(stack, c.References...)
-		}
+		})
 		out = append(out, rep)
 	}
 	return out, nil
