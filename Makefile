@@ -7,7 +7,7 @@ FUZZTIME ?= 30s
 # and the compressors Nix caches use.
 APT_PKGS := nix-bin:nix-store fuse3:fusermount3 xz-utils:xz bzip2:bzip2 zstd:zstd
 
-.PHONY: all deps test vet bench fuzz
+.PHONY: all deps bench-deps test vet bench fuzz
 
 all: test
 
@@ -32,9 +32,20 @@ test: deps vet
 
 # Benchmarks print one table each, every figure next to a baseline measured
 # in the same run. The first run builds Go toolchain fixtures (a few minutes).
-bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./appliance
+# -p 1: one package at a time, so that no benchmark loads the CPU of another.
+bench: deps bench-deps
+	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 60m ./appliance ./appliance/seed ./cmd/cairn ./fusefs
+
+# What only the benchmarks call: nginx serves the baseline caches, wrk and
+# curl load both servers. nginx lives in /usr/sbin, which a user's PATH may lack.
+BENCH_PKGS := nginx-light:nginx wrk:wrk curl:curl
+
+bench-deps:
+	@PATH="$$PATH:/usr/sbin" $(MAKE) --no-print-directory deps APT_PKGS="$(BENCH_PKGS)"
 
 fuzz:
 	$(GO) test ./cdc -run '^$$' -fuzz '^FuzzListingParser$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./cdc -run '^$$' -fuzz '^FuzzParseListingJSON$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./appliance/narinfo -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./appliance -run '^$$' -fuzz '^FuzzPutNarInfo$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./httpd -run '^$$' -fuzz '^FuzzRoute$$' -fuzztime $(FUZZTIME)

@@ -19,7 +19,7 @@
           # The NAR hash of what `go mod vendor` writes. It changes whenever
           # go.mod or the imported packages do; nixos-module/vendorhash_test.go
           # recomputes it and fails with the new value.
-          vendorHash = "sha256-8YLvo5OyZxDjh91bAGIy9i7R4T69Cg4sjBvsCXi2QHs=";
+          vendorHash = "sha256-Q/NydOiVAzSg20zejh/gYj/mdPNmtKBccG5+0uaupyw=";
           subPackages = [ "cmd/cairn" ];
           # Pure Go: go-fuse speaks to /dev/fuse and fusermount3 without cgo.
           env.CGO_ENABLED = 0;

@@ -76,7 +76,7 @@ type cairnProc struct {
 
 // startCairn runs `cairn serve` on a free loopback port with a fresh data
 // directory (unless args set --data) and waits until it answers.
-func startCairn(t *testing.T, args ...string) *cairnProc {
+func startCairn(t testing.TB, args ...string) *cairnProc {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -121,7 +121,7 @@ func startCairn(t *testing.T, args ...string) *cairnProc {
 }
 
 // stop sends SIGTERM and requires a clean exit.
-func (c *cairnProc) stop(t *testing.T) {
+func (c *cairnProc) stop(t testing.TB) {
 	t.Helper()
 	require.NoError(t, c.cmd.Process.Signal(syscall.SIGTERM))
 	select {
@@ -133,7 +133,7 @@ func (c *cairnProc) stop(t *testing.T) {
 }
 
 // get fetches path from cairn and returns status and body.
-func (c *cairnProc) get(t *testing.T, method, path string, header ...string) (int, http.Header, []byte) {
+func (c *cairnProc) get(t testing.TB, method, path string, header ...string) (int, http.Header, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, c.URL+path, nil)
 	require.NoError(t, err)

@@ -19,11 +19,15 @@ const usage = `cairn is a Nix binary cache appliance.
 
 Usage:
   cairn serve [flags]     run the cache (cairn serve -h lists the flags)
+  cairn mount DIR --data DATADIR | --remote URL
+                          mount the read-only view of a cache (cairn mount -h)
   cairn pin add|rm|ls STOREPATH... --server URL --token T
                           protect closures from eviction, fetching what is missing
   cairn gc [--evict]      evict over the size limit, sweep orphans, give disk space back
   cairn stats             paths, sizes, dedup, hits and misses, pins, last GC
   cairn verify [--repair] re-hash every chunk and NAR; --repair drops damaged ones
+  cairn seed export|verify|import DIR
+                          write, check or load an air-gapped seed drive (cairn seed -h)
   cairn version           print the version
 
 The admin commands (pin, gc, stats, verify) talk to a running cairn with an
@@ -47,8 +51,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		err = serve(args[1:], stderr)
+	case "mount":
+		err = mount(args[1:], stderr)
 	case "pin", "gc", "stats", "verify":
 		err = adminCmd(args[0], args[1:], stdout, stderr)
+	case "seed":
+		err = seedCmd(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "cairn", version)
 	case "help", "-h", "--help":

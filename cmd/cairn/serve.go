@@ -71,6 +71,8 @@ func serve(args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var f serveFlags
 	f.register(fs)
+	var mf serveMountFlags
+	mf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -120,12 +122,18 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	log.Info("cairn serving", "version", version, "listen", ln.Addr().String(), "data", f.data,
 		"upstreams", ups, "key", svc.PublicKey(), "prefetch", f.prefetch)
+	mnt, err := mf.start(store, log)
+	if err != nil {
+		return err
+	}
+	defer mnt.Close()
 
 	select {
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	mnt.Close()
 	log.Info("shutting down: no new connections; waiting for running requests", "grace", f.shutdownGrace)
 	grace, cancel := context.WithTimeout(context.Background(), f.shutdownGrace)
 	defer cancel()
