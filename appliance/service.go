@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
-	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"cairn/appliance/narinfo"
 	"cairn/appliance/upstream"
@@ -60,12 +59,11 @@ type ServiceConfig struct {
 
 // Service is the binary cache: the store, its upstreams and its key.
 type Service struct {
-	cfg     ServiceConfig
-	store   *Store
-	ups     []*upstream.Upstream
-	pubKey  string
-	keyName string
-	log     *slog.Logger
+	cfg    ServiceConfig
+	store  *Store
+	ups    []*upstream.Upstream
+	pubKey string
+	log    *slog.Logger
 
 	ctx    context.Context // bounds background fetches; cancelled by Close
 	cancel context.CancelFunc
@@ -138,7 +136,7 @@ func NewService(store *Store, cfg ServiceConfig) (*Service, error) {
 	ups := append([]*upstream.Upstream(nil), cfg.Upstreams...)
 	sort.SliceStable(ups, func(i, j int) bool { return ups[i].Priority() < ups[j].Priority() })
 	s := &Service{cfg: cfg, store: store, ups: ups, log: cfg.Logger,
-		pubKey: pub.String(), keyName: pub.Name,
+		pubKey:  pub.String(),
 		pending: map[[32]byte]*pendingNAR{}, pendingPaths: map[string]*narinfo.Info{},
 		prefetch: make(chan [32]byte, cfg.PrefetchQueue), evictKick: make(chan struct{}, 1)}
 	s.stats.upHits = make([]atomic.Uint64, len(ups))
@@ -187,23 +185,11 @@ func (s *Service) Health(ctx context.Context) error {
 }
 
 // narURL is the URL cairn's narinfos give for a NAR.
-func (s *Service) narURL(h [32]byte) (url, compression string) {
-	if s.cfg.PlainNAR {
-		return "nar/" + nixbase32.EncodeToString(h[:]) + ".nar", "none"
-	}
-	return "nar/" + nixbase32.EncodeToString(h[:]) + ".nar.zst", "zstd"
-}
+func (s *Service) narURL(h [32]byte) (url, compression string) { return NarURL(h, s.cfg.PlainNAR) }
 
 // render writes the narinfo cairn serves for a stored record.
 func (s *Service) render(r *NarInfo) []byte {
-	info := &narinfo.Info{StorePath: r.StorePath, NarHash: r.NarHash, NarSize: r.NarSize,
-		References: r.References, Deriver: r.Deriver, Sigs: r.Sigs, CA: r.CA}
-	info.URL, info.Compression = s.narURL(r.NarHash)
-	if !hasSig(info.Sigs, s.keyName) {
-		info.Sigs = append([]string(nil), info.Sigs...)
-		info.Sign(s.cfg.Key) // a record from before a key change
-	}
-	return info.Marshal()
+	return SignedNarInfo(r, s.cfg.Key, s.cfg.PlainNAR).Marshal()
 }
 
 func hasSig(sigs []string, name string) bool {
@@ -218,12 +204,7 @@ func hasSig(sigs []string, name string) bool {
 // record turns a verified upstream narinfo into a store record signed by
 // cairn.
 func (s *Service) record(info *narinfo.Info, source string) *NarInfo {
-	signed := *info
-	signed.Sigs = append([]string(nil), info.Sigs...)
-	signed.Sign(s.cfg.Key)
-	return &NarInfo{StorePath: info.StorePath, NarHash: info.NarHash, NarSize: info.NarSize,
-		References: info.References, Deriver: info.Deriver, CA: info.CA,
-		Sigs: signed.Sigs, Source: source, Added: time.Now().Unix()}
+	return NewRecord(info, s.cfg.Key, source)
 }
 
 // NarInfo returns the narinfo text for a store hash. A path not stored yet

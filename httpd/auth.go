@@ -3,6 +3,7 @@ package httpd
 import (
 	"bytes"
 	"encoding/base64"
+	"io"
 
 	"github.com/valyala/fasthttp"
 
@@ -63,9 +64,11 @@ func (s *Server) authorize(ctx *fasthttp.RequestCtx, r route) bool {
 		return true
 	}
 	have := s.role(ctx)
-	switch {
-	case have >= need:
+	if have >= need {
 		return true
+	}
+	drainRefused(ctx)
+	switch {
 	case have == tokens.None:
 		reason := "a " + need.String() + " token is needed"
 		if s.cfg.Tokens.Len() == 0 {
@@ -77,4 +80,20 @@ func (s *Server) authorize(ctx *fasthttp.RequestCtx, r route) bool {
 		fail(ctx, fasthttp.StatusForbidden, "this token may not "+need.String())
 	}
 	return false
+}
+
+// drainLimit is how much of a refused upload is read, so that a client
+// still sending it gets the answer rather than a reset connection.
+const drainLimit = 1 << 20
+
+// drainRefused reads a refused request's body up to drainLimit; a longer
+// one closes the connection after the answer.
+func drainRefused(ctx *fasthttp.RequestCtx) {
+	if !ctx.IsPut() && !ctx.IsPost() {
+		return
+	}
+	n, _ := io.Copy(io.Discard, io.LimitReader(requestBody(ctx), drainLimit+1))
+	if n > drainLimit {
+		ctx.SetConnectionClose()
+	}
 }

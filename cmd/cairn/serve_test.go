@@ -40,6 +40,7 @@ type upstreamFixture struct {
 var (
 	fixtureOnce sync.Once
 	fixture     *upstreamFixture
+	fixtureDir  string // removed by TestMain when the tests end
 )
 
 func fixtures(t *testing.T) *upstreamFixture {
@@ -48,6 +49,7 @@ func fixtures(t *testing.T) *upstreamFixture {
 	fixtureOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "cairn-e2e")
 		require.NoError(t, err)
+		fixtureDir = dir
 		f := &upstreamFixture{closure: nixtest.MakeClosure(t, dir, "e2e"), key: nixtest.NewKey(t, dir, "upstream-1")}
 		other := nixtest.NewKey(t, dir, "rogue-1")
 		f.xz, f.zst, f.plain = filepath.Join(dir, "up-xz"), filepath.Join(dir, "up-zst"), filepath.Join(dir, "up-plain")
