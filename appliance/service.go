@@ -69,7 +69,8 @@ type Service struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	lookups group[string, *narinfo.Info]
+	lookups  group[string, *narinfo.Info]
+	rendered renderCache
 
 	pendingMu    sync.Mutex
 	pending      map[[32]byte]*pendingNAR // by NarHash
@@ -216,19 +217,29 @@ func (s *Service) NarInfo(ctx context.Context, hash string, prefetch bool) ([]by
 	if !narinfo.ValidHash(hash) {
 		return nil, fmt.Errorf("narinfo %q: %w", hash, narinfo.ErrBad)
 	}
-	r, err := s.store.ix.NarInfo(hash)
-	if err == nil {
+	gen := s.store.ix.Generation()
+	if b := s.rendered.get(hash, gen); b != nil {
 		s.stats.hits.Add(1)
 		s.store.Touch(hash)
-		return s.render(r), nil
+		return b, nil
 	}
-	if !errors.Is(err, ErrNotFound) {
+	r, err := s.store.ix.LookupNarInfo(hash)
+	if err != nil {
 		return nil, err
 	}
+	if r != nil {
+		s.stats.hits.Add(1)
+		s.store.Touch(hash)
+		b := s.render(r)
+		s.rendered.put(hash, gen, b)
+		return b, nil
+	}
 	info := s.pendingPath(hash)
-	if info != nil {
-		err = nil
-	} else {
+	if info == nil && s.missEverywhere(hash) {
+		s.stats.notFound.Add(1)
+		return nil, ErrNotFound // no error chain to build: the hot 404
+	}
+	if info == nil {
 		info, err = s.lookups.do(hash, func() (*narinfo.Info, error) { return s.lookup(hash) })
 	}
 	if err != nil {
@@ -254,6 +265,16 @@ func (s *Service) NarInfo(ctx context.Context, hash string, prefetch bool) ([]by
 	out.URL, out.Compression = s.narURL(info.NarHash)
 	out.FileHash, out.FileSize = "", 0
 	return out.Marshal(), ctx.Err()
+}
+
+// missEverywhere reports whether every upstream remembers a miss for hash.
+func (s *Service) missEverywhere(hash string) bool {
+	for _, u := range s.ups {
+		if !u.Remembers(hash) {
+			return false
+		}
+	}
+	return true
 }
 
 // lookup finds hash at the first upstream, in priority order, that has it

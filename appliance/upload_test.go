@@ -140,3 +140,16 @@ func FuzzPutNarInfo(f *testing.F) {
 		require.Equal(t, in.StorePath, got.StorePath)
 	})
 }
+
+func TestServedNarInfoFollowsDeletes(t *testing.T) {
+	svc := newService(t)
+	hash, text := uploadSample(t, svc)
+	require.NoError(t, svc.PutNarInfo(context.Background(), hash, bytes.NewReader(text), ""))
+	for range 2 { // the second answer comes from the render cache
+		_, err := svc.NarInfo(context.Background(), hash, false)
+		require.NoError(t, err)
+	}
+	require.NoError(t, svc.DeleteNarInfo(context.Background(), hash))
+	_, err := svc.NarInfo(context.Background(), hash, false)
+	require.ErrorIs(t, err, appliance.ErrNotFound, "a deleted path is never served from the cache")
+}

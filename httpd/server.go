@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -25,13 +26,18 @@ type Config struct {
 	Logger   *slog.Logger // one line per request goes here
 	// MaxHeaderBytes bounds a request's header block; larger ones get 431.
 	MaxHeaderBytes int
-	Tokens         *tokens.Set // accepted tokens; nil accepts none
-	ReadAuth       bool        // reads need a read token too
+	// AccessLog, when set, receives the one line per request in the
+	// logger's text format, written without slog's per-record cost;
+	// otherwise the lines go to Logger at info level.
+	AccessLog io.Writer
+	Tokens    *tokens.Set // accepted tokens; nil accepts none
+	ReadAuth  bool        // reads need a read token too
 }
 
 // Server is cairn's HTTP front end.
 type Server struct {
 	cfg       Config
+	access    *accessLog
 	svc       *appliance.Service
 	log       *slog.Logger
 	fs        *fasthttp.Server
@@ -47,7 +53,7 @@ func New(cfg Config) *Server {
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = 8 << 10
 	}
-	s := &Server{cfg: cfg, svc: cfg.Service, log: cfg.Logger,
+	s := &Server{cfg: cfg, svc: cfg.Service, log: cfg.Logger, access: newAccessLog(cfg.AccessLog, cfg.Logger),
 		cacheInfo: fmt.Appendf(nil, "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: %d\n", cfg.Priority),
 		pubKey:    []byte(cfg.Service.PublicKey() + "\n")}
 	s.fs = &fasthttp.Server{
@@ -234,7 +240,7 @@ func (s *Server) error(ctx *fasthttp.RequestCtx, what string, err error) {
 // logLine is what a request's log line says besides its size and outcome,
 // captured while the request is still valid.
 type logLine struct {
-	logger       *slog.Logger
+	access       *accessLog
 	method, path string
 	status       int
 	remote       string
@@ -242,24 +248,11 @@ type logLine struct {
 }
 
 func (s *Server) line(ctx *fasthttp.RequestCtx, start time.Time) logLine {
-	return logLine{logger: s.log, method: string(ctx.Method()), path: string(ctx.Request.URI().PathOriginal()),
+	return logLine{access: s.access, method: string(ctx.Method()), path: string(ctx.Request.URI().PathOriginal()),
 		status: ctx.Response.StatusCode(), remote: ctx.RemoteIP().String(), start: start}
 }
 
 // log writes the request's one line.
 func (l logLine) log(size int64, err error) {
-	attrs := []slog.Attr{
-		slog.String("method", l.method),
-		slog.String("path", l.path),
-		slog.Int("status", l.status),
-		slog.Int64("bytes", size),
-		slog.Duration("duration", time.Since(l.start)),
-		slog.String("remote", l.remote),
-	}
-	level := slog.LevelInfo
-	if err != nil {
-		attrs = append(attrs, slog.String("err", err.Error()))
-		level = slog.LevelWarn
-	}
-	l.logger.LogAttrs(context.Background(), level, "request", attrs...)
+	l.access.write(l, size, err)
 }

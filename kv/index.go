@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -69,7 +70,8 @@ func decodeStats(b []byte) (Stats, error) {
 
 // Index is the bbolt metadata index.
 type Index struct {
-	db *bolt.DB
+	db  *bolt.DB
+	gen atomic.Uint64 // bumped after every counted update
 }
 
 // OpenIndex opens or creates the index at path for chunker parameters p. An
@@ -161,6 +163,7 @@ func stats(tx *bolt.Tx) (Stats, error) {
 // update runs fn in one write transaction with the counters loaded, and
 // stores them back in the same transaction.
 func (ix *Index) update(fn func(tx *bolt.Tx, st *Stats) error) error {
+	defer ix.gen.Add(1)
 	return ix.db.Update(func(tx *bolt.Tx) error {
 		st, err := stats(tx)
 		if err != nil {
@@ -171,6 +174,28 @@ func (ix *Index) update(fn func(tx *bolt.Tx, st *Stats) error) error {
 		}
 		return tx.Bucket(bucketMeta).Put(keyStats, st.encode())
 	})
+}
+
+// Generation changes whenever a narinfo, manifest or reference may have
+// changed, so a cache of what they render to knows when to drop it.
+func (ix *Index) Generation() uint64 { return ix.gen.Load() }
+
+// LookupNarInfo is NarInfo for hot paths: a miss is (nil, nil), with no
+// error to build.
+func (ix *Index) LookupNarInfo(storeHash string) (*NarInfo, error) {
+	var n *NarInfo
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketNarInfo).Get([]byte(storeHash))
+		if v == nil {
+			return nil
+		}
+		n = new(NarInfo)
+		return n.UnmarshalBinary(v)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("narinfo %s: %w", storeHash, err)
+	}
+	return n, nil
 }
 
 // Stats returns the index counters.

@@ -26,6 +26,12 @@ func (u *Upstream) NarInfo(ctx context.Context, hash string) ([]byte, error) {
 	return data, nil
 }
 
+// Remembers reports whether a narinfo miss for hash is remembered, so
+// NarInfo would answer ErrNotFound without a request.
+func (u *Upstream) Remembers(hash string) bool {
+	return u.misses != nil && u.misses.has(hash)
+}
+
 // validHash reports whether h is 32 characters of Nix's base-32 alphabet.
 func validHash(h string) bool {
 	if len(h) != 32 {

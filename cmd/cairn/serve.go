@@ -113,7 +113,11 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv := httpd.New(httpd.Config{Service: svc, Priority: f.priority, Logger: log, Tokens: toks, ReadAuth: f.readAuth})
+	hcfg := httpd.Config{Service: svc, Priority: f.priority, Logger: log, Tokens: toks, ReadAuth: f.readAuth}
+	if log.Enabled(ctx, slog.LevelInfo) {
+		hcfg.AccessLog = logs // request lines skip slog's generic path
+	}
+	srv := httpd.New(hcfg)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	ups := make([]string, len(cfg.Upstreams))
