@@ -180,7 +180,7 @@ func sweepUnique(b *testing.B, p cdc.Params, tcs []nixtest.Toolchain) ([][]byte,
 // compressAll compresses every chunk as its own frame on all cores and
 // returns each frame's size and the CPU time it took.
 func compressAll(b *testing.B, chunks [][]byte, level cdc.Level) ([]int64, time.Duration) {
-	codec, err := cdc.NewCodec(level)
+	codec, err := cdc.NewCodec(level, 0)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -141,7 +141,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		ix.Close()
 		return nil, err
 	}
-	codec, err := cdc.NewCodec(cfg.Level)
+	encoders := 1 // the recompressor compresses one frame at a time
+	if cfg.CompressOnIngest {
+		encoders = cfg.Workers
+	}
+	codec, err := cdc.NewCodec(cfg.Level, encoders)
 	if err != nil {
 		chunks.Close()
 		ix.Close()

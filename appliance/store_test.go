@@ -198,7 +198,7 @@ func TestIngestRoundTrip(t *testing.T) {
 
 func nixtestDecodeZstd(t testing.TB, b []byte) []byte {
 	t.Helper()
-	codec := must(cdc.NewCodec(appliance.DefaultLevel))
+	codec := must(cdc.NewCodec(appliance.DefaultLevel, 0))
 	defer codec.Close()
 	out, err := codec.Decompress(nil, b, -1)
 	require.NoError(t, err)

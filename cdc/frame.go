@@ -35,14 +35,20 @@ type Codec struct {
 	dec  *zstd.Decoder
 }
 
-// NewCodec returns a Codec that compresses at level.
-func NewCodec(level Level) (*Codec, error) {
+// NewCodec returns a Codec that compresses at level with up to encoders
+// frames at once (0: one per CPU). Each best-level encoder holds tens of
+// MiB of tables, so a store that compresses only in its one background
+// recompressor wants 1.
+func NewCodec(level Level, encoders int) (*Codec, error) {
 	n := runtime.GOMAXPROCS(0)
+	if encoders <= 0 {
+		encoders = n
+	}
 	// Every frame is one block of at most Max bytes: a window larger than the
 	// chunk buys nothing, and a small one keeps encoder state cheap.
 	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(level),
-		zstd.WithEncoderConcurrency(n),
+		zstd.WithEncoderConcurrency(encoders),
 		zstd.WithEncoderCRC(true),
 		zstd.WithZeroFrames(true),
 		zstd.WithWindowSize(1<<20),

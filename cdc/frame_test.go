@@ -13,7 +13,7 @@ import (
 )
 
 func TestStoredFramesAreStandardZstd(t *testing.T) {
-	codec, err := cdc.NewCodec(zstd.SpeedDefault)
+	codec, err := cdc.NewCodec(zstd.SpeedDefault, 0)
 	require.NoError(t, err)
 	defer codec.Close()
 	var stream, plain []byte

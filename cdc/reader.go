@@ -22,6 +22,17 @@ type FrameSource interface {
 	Frame(ctx context.Context, id ID, dst []byte) ([]byte, error)
 }
 
+// BatchSource is a FrameSource that can also fetch several frames in one
+// go: it appends them to dst in order and returns where each one ends.
+type BatchSource interface {
+	FrameSource
+	Frames(ctx context.Context, ids []ID, dst []byte, ends []int) ([]byte, []int, error)
+}
+
+// batchBytes is about how many frame bytes a .nar.zst copy fetches and
+// writes at once: few large writes instead of one per frame.
+const batchBytes = 256 << 10
+
 var (
 	// ErrRange reports a byte range outside the NAR.
 	ErrRange = errors.New("range outside the NAR")
@@ -319,6 +330,53 @@ type frameReader struct {
 	left int64
 	buf  []byte // the current frame
 	pos  int    // next byte of buf
+
+	// For batched copies.
+	ids  []ID
+	ends []int
+}
+
+// writeBatched copies the range a batch of frames at a time: one fetch and
+// one write per batchBytes. A batch holding a frame that is no longer the
+// promised one (recompressed meanwhile) is left to the frame-by-frame
+// path, which rebuilds it.
+func (r *frameReader) writeBatched(w io.Writer, bs BatchSource) (int64, error) {
+	var written int64
+	for r.left > 0 {
+		first, in := locate(r.n.compEnd, r.off)
+		r.ids = r.ids[:0]
+		want := 0
+		for i := first; i < len(r.n.chunks) && want < batchBytes && r.n.compStart(i) < r.off+r.left; i++ {
+			r.ids = append(r.ids, r.n.chunks[i].ID)
+			want += int(r.n.chunks[i].Comp)
+		}
+		var err error
+		r.buf, r.ends, err = bs.Frames(r.ctx, r.ids, r.buf[:0], r.ends[:0])
+		if err != nil {
+			return written, fmt.Errorf("read frames %d..%d: %w", first, first+len(r.ids)-1, err)
+		}
+		start := 0
+		for k, end := range r.ends {
+			if end-start != int(r.n.chunks[first+k].Comp) {
+				r.buf, r.pos = r.buf[:0], 0
+				return written, nil // a changed frame: go on one by one
+			}
+			start = end
+		}
+		part := r.buf[in:]
+		if int64(len(part)) > r.left {
+			part = part[:r.left]
+		}
+		k, err := w.Write(part)
+		written += int64(k)
+		r.off += int64(k)
+		r.left -= int64(k)
+		if err != nil {
+			return written, err
+		}
+	}
+	r.buf, r.pos = r.buf[:0], 0
+	return written, nil
 }
 
 // next returns the unread part of the current frame, fetching the next
@@ -368,6 +426,13 @@ func (r *frameReader) Read(p []byte) (int, error) {
 // intermediate copy.
 func (r *frameReader) WriteTo(w io.Writer) (int64, error) {
 	var written int64
+	if bs, ok := r.n.src.(BatchSource); ok && r.pos == len(r.buf) {
+		n, err := r.writeBatched(w, bs)
+		written += n
+		if err != nil {
+			return written, err
+		}
+	}
 	for r.left > 0 {
 		part, err := r.next()
 		if err != nil {

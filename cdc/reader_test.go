@@ -41,7 +41,7 @@ func buildNAR(t testing.TB, codec *cdc.Codec, data []byte) (*cdc.NAR, memFrames)
 }
 
 func TestNARRandomRanges(t *testing.T) {
-	codec, err := cdc.NewCodec(zstd.SpeedDefault)
+	codec, err := cdc.NewCodec(zstd.SpeedDefault, 0)
 	require.NoError(t, err)
 	defer codec.Close()
 	for _, in := range nixtest.SampleNARs(t) {
@@ -83,7 +83,7 @@ func TestNARRandomRanges(t *testing.T) {
 }
 
 func TestNARFramesAreAZstdStream(t *testing.T) {
-	codec, err := cdc.NewCodec(zstd.SpeedDefault)
+	codec, err := cdc.NewCodec(zstd.SpeedDefault, 0)
 	require.NoError(t, err)
 	defer codec.Close()
 	in := nixtest.SampleNARs(t)[1]
@@ -113,7 +113,7 @@ func TestNARFramesAreAZstdStream(t *testing.T) {
 }
 
 func TestNARConcurrentReadAt(t *testing.T) {
-	codec, err := cdc.NewCodec(zstd.SpeedDefault)
+	codec, err := cdc.NewCodec(zstd.SpeedDefault, 0)
 	require.NoError(t, err)
 	defer codec.Close()
 	in := nixtest.SampleNARs(t)[2]
@@ -137,7 +137,7 @@ func TestNARConcurrentReadAt(t *testing.T) {
 }
 
 func TestNARCorruptAndMissingChunks(t *testing.T) {
-	codec, err := cdc.NewCodec(zstd.SpeedDefault)
+	codec, err := cdc.NewCodec(zstd.SpeedDefault, 0)
 	require.NoError(t, err)
 	defer codec.Close()
 	in := nixtest.SampleNARs(t)[1]

@@ -140,6 +140,34 @@ func (s *ChunkStore) Frame(ctx context.Context, id cdc.ID, dst []byte) ([]byte, 
 	return dst, nil
 }
 
+// Frames appends the stored frames of ids to dst, in order, in one read
+// transaction, and returns the offset in dst just past each one.
+func (s *ChunkStore) Frames(ctx context.Context, ids []cdc.ID, dst []byte, ends []int) ([]byte, []int, error) {
+	if err := ctx.Err(); err != nil {
+		return dst, ends, err
+	}
+	err := s.db.View(func(txn *badger.Txn) error {
+		for _, id := range ids {
+			item, err := txn.Get(id[:])
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return fmt.Errorf("chunk %s: %w", id, ErrNotFound)
+			}
+			if err != nil {
+				return fmt.Errorf("chunk %s: %w", id, err)
+			}
+			if err := item.Value(func(v []byte) error {
+				dst = append(dst, v...)
+				return nil
+			}); err != nil {
+				return fmt.Errorf("chunk %s: %w", id, err)
+			}
+			ends = append(ends, len(dst))
+		}
+		return nil
+	})
+	return dst, ends, err
+}
+
 // Has reports whether chunk id is stored.
 func (s *ChunkStore) Has(id cdc.ID) (bool, error) {
 	err := s.db.View(func(txn *badger.Txn) error {
