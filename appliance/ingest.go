@@ -87,6 +87,13 @@ func (s *Store) Ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 		s.flightMu.Lock()
 		f := s.flights[want.NarHash]
 		if f == nil {
+			if stored, err := s.ix.HasManifest(want.NarHash); err != nil || stored {
+				s.flightMu.Unlock()
+				if err != nil {
+					return nil, err
+				}
+				continue // committed since the look above
+			}
 			f = s.takeOff(want)
 			s.flightMu.Unlock()
 			res, err := s.ingest(ctx, want, body, comp, f.live)
@@ -145,6 +152,15 @@ func (s *Store) Start(ctx context.Context, want Want, open Opener) (*Live, bool,
 	if f := s.flights[want.NarHash]; f != nil {
 		s.flightMu.Unlock()
 		return f.live, false, nil
+	}
+	// A flight lands only after its commit: no flight and no manifest
+	// under the lock means nobody holds this NAR yet.
+	if stored, err := s.ix.HasManifest(want.NarHash); err != nil || stored {
+		s.flightMu.Unlock()
+		if err == nil {
+			_, err = s.existing(want)
+		}
+		return nil, false, err
 	}
 	f := s.takeOff(want)
 	s.flightMu.Unlock()

@@ -14,6 +14,9 @@ import (
 // DefaultLowWatermark is the share of MaxSize eviction runs down to.
 const DefaultLowWatermark = 0.9
 
+// evictBatch bounds the paths one eviction transaction removes.
+const evictBatch = 256
+
 // EvictReport describes one eviction run.
 type EvictReport struct {
 	Start          time.Time     `json:"start"`
@@ -77,25 +80,33 @@ func (s *Service) evict(ctx context.Context, force bool) (*EvictReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range cands {
-		if phys <= target {
-			break
-		}
+	// Paths go in batches, one index transaction each: a batch holds the
+	// least recently used paths whose NARs add up to what must go (their
+	// stored size is usually smaller, so the loop comes round again),
+	// and at most evictBatch of them.
+	var batch []string
+	for i := 0; i < len(cands) && phys > target; {
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
-		if protected[c.Base] {
-			rep.SkippedPinned++
-			continue
+		batch = batch[:0]
+		var want uint64
+		for ; i < len(cands) && len(batch) < evictBatch && want < phys-target; i++ {
+			if protected[cands[i].Base] {
+				rep.SkippedPinned++
+				continue
+			}
+			batch = append(batch, cands[i].StoreHash)
+			want += cands[i].NarSize
 		}
-		nars, chunks, err := s.removePath(ctx, c.StoreHash)
-		if errors.Is(err, ErrNotFound) {
-			continue // gone meanwhile
+		if len(batch) == 0 {
+			break
 		}
+		paths, nars, chunks, err := s.store.DeletePaths(ctx, batch...)
 		if err != nil {
-			return rep, fmt.Errorf("evict %s: %w", c.Base, err)
+			return rep, fmt.Errorf("evict: %w", err)
 		}
-		rep.PathsEvicted++
+		rep.PathsEvicted += paths
 		rep.NARsDeleted += nars
 		rep.ChunksDeleted += chunks
 		if phys, _, err = s.overLimit(); err != nil {
@@ -111,16 +122,6 @@ func (s *Service) evict(ctx context.Context, force bool) (*EvictReport, error) {
 		"physical_before", rep.PhysicalBefore, "physical_after", rep.PhysicalAfter, "reason", rep.Reason,
 		"duration", rep.Duration.Round(time.Millisecond))
 	return rep, nil
-}
-
-// removePath deletes a path's narinfo and its NAR when nothing else names
-// it, returning how many NARs and chunks went.
-func (s *Service) removePath(ctx context.Context, storeHash string) (nars, chunks int, err error) {
-	gone, chunks, err := s.store.DeletePath(ctx, storeHash)
-	if gone {
-		nars = 1
-	}
-	return nars, chunks, err
 }
 
 // pinnedClosure is the set of basenames every pinned root reaches through
@@ -261,11 +262,16 @@ func (s *Service) Pin(ctx context.Context, paths []string, progress func(PinEven
 		}
 		roots = append(roots, base)
 	}
+	// Under lifeMu, so a running eviction, which reads the pins once,
+	// finishes before the new roots count.
+	s.lifeMu.Lock()
 	for _, r := range roots {
 		if err := s.store.ix.PutPin(r, time.Now()); err != nil {
+			s.lifeMu.Unlock()
 			return err
 		}
 	}
+	s.lifeMu.Unlock()
 	seen := map[string]bool{}
 	queue := append([]string(nil), roots...)
 	var errs []error

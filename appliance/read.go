@@ -110,23 +110,39 @@ func (s *Store) DeleteNAR(ctx context.Context, narHash [32]byte) (int, error) {
 	return n, nil
 }
 
-// DeletePath removes a store path's narinfo, and its NAR when no other
-// narinfo names it, in one index transaction; then the chunks nothing
-// references any more. It reports whether the NAR went and how many
-// chunks were deleted.
-func (s *Store) DeletePath(ctx context.Context, storeHash string) (bool, int, error) {
+// DeleteUnnamedNAR removes a NAR, and then its unreferenced chunks, only
+// if no narinfo names it at that moment. It reports whether it did.
+func (s *Store) DeleteUnnamedNAR(ctx context.Context, narHash [32]byte) (bool, error) {
 	if err := ctx.Err(); err != nil {
-		return false, 0, err
+		return false, err
 	}
-	gone, freed, err := s.ix.DeletePath(storeHash)
+	deleted, freed, err := s.ix.DeleteUnnamedNAR(narHash)
+	if err != nil || !deleted {
+		return false, err
+	}
+	if _, err := s.deleteUnreferenced(freed); err != nil {
+		return true, fmt.Errorf("delete nar %s: %w (orphans are swept by GC)", FormatHash(narHash), err)
+	}
+	return true, nil
+}
+
+// DeletePaths removes store paths' narinfos, and each NAR no other
+// narinfo names, in one index transaction; then the chunks nothing
+// references any more. It returns how many paths, NARs and chunks went;
+// hashes with no narinfo are skipped.
+func (s *Store) DeletePaths(ctx context.Context, storeHashes ...string) (paths, nars, chunks int, err error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, 0, err
+	}
+	paths, nars, freed, err := s.ix.DeletePaths(storeHashes)
 	if err != nil {
-		return false, 0, err
+		return 0, 0, 0, err
 	}
-	n, err := s.deleteUnreferenced(freed)
+	chunks, err = s.deleteUnreferenced(freed)
 	if err != nil {
-		return gone, 0, fmt.Errorf("delete path %s: %w (orphans are swept by GC)", storeHash, err)
+		return paths, nars, 0, fmt.Errorf("delete %d paths: %w (orphans are swept by GC)", len(storeHashes), err)
 	}
-	return gone, n, nil
+	return paths, nars, chunks, nil
 }
 
 // SweepOrphans deletes stored chunks that no manifest references, such as

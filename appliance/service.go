@@ -365,9 +365,15 @@ func (s *Service) addPending(info *narinfo.Info, from int) {
 	}
 	if len(s.pending) >= s.cfg.PendingMax {
 		for h, p := range s.pending {
-			if now.After(p.expires) || len(s.pending) >= s.cfg.PendingMax {
+			if now.After(p.expires) {
 				s.dropPending(h, p)
 			}
+		}
+		for h, p := range s.pending { // still full: make room
+			if len(s.pending) < s.cfg.PendingMax {
+				break
+			}
+			s.dropPending(h, p)
 		}
 	}
 	s.pending[info.NarHash] = &pendingNAR{infos: []*narinfo.Info{info}, from: from, expires: now.Add(s.cfg.PendingTTL)}
@@ -389,9 +395,12 @@ func (s *Service) pendingPath(hash string) *narinfo.Info {
 	if info == nil {
 		return nil
 	}
-	if p := s.pending[info.NarHash]; p == nil || time.Now().After(p.expires) {
+	p := s.pending[info.NarHash]
+	if p == nil || time.Now().After(p.expires) {
 		return nil
 	}
+	// Served again: its NAR must stay fetchable as long as after a lookup.
+	p.expires = time.Now().Add(s.cfg.PendingTTL)
 	return info
 }
 
@@ -464,6 +473,9 @@ func (s *Service) fetch(narHash [32]byte) (*Live, error) {
 	if !ok {
 		if live := s.store.Follow(narHash); live != nil {
 			return live, nil
+		}
+		if stored, err := s.store.ix.HasManifest(narHash); err != nil || stored {
+			return nil, err // committed just now: the caller opens it
 		}
 		return nil, fmt.Errorf("nar %s: %w", FormatHash(narHash), ErrNotFound)
 	}

@@ -177,8 +177,12 @@ func (s *Service) cached(base string) bool {
 func (s *Service) DeleteNarInfo(ctx context.Context, hash string) error {
 	s.lifeMu.Lock()
 	defer s.lifeMu.Unlock()
-	if _, _, err := s.store.DeletePath(ctx, hash); err != nil {
+	paths, _, _, err := s.store.DeletePaths(ctx, hash)
+	if err != nil {
 		return err
+	}
+	if paths == 0 {
+		return fmt.Errorf("delete %s: %w", hash, ErrNotFound)
 	}
 	s.log.Info("deleted path", "hash", hash)
 	return nil
@@ -201,15 +205,13 @@ func (s *Service) SweepUploads(ctx context.Context, grace time.Duration) (int, e
 			return deleted, err
 		}
 		if !u.Named {
-			// Look again: a narinfo may have arrived since the listing.
-			named, err := s.store.ix.Named(u.NarHash)
+			// Checked again in the deleting transaction: a narinfo may
+			// have arrived since the listing.
+			gone, err := s.store.DeleteUnnamedNAR(ctx, u.NarHash)
 			if err != nil {
 				return deleted, err
 			}
-			if !named {
-				if _, err := s.store.DeleteNAR(ctx, u.NarHash); err != nil && !errors.Is(err, ErrNotFound) {
-					return deleted, err
-				}
+			if gone {
 				deleted++
 				s.log.Info("dropped an uploaded NAR no narinfo named", "name", u.Name, "nar", FormatHash(u.NarHash))
 			}
@@ -231,7 +233,10 @@ func (s *Service) sweepUploadsLoop() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
-			if _, err := s.SweepUploads(s.ctx, s.cfg.UploadGrace); err != nil && s.ctx.Err() == nil {
+			s.lifeMu.Lock() // not alongside a GC's own sweep
+			_, err := s.SweepUploads(s.ctx, s.cfg.UploadGrace)
+			s.lifeMu.Unlock()
+			if err != nil && s.ctx.Err() == nil {
 				s.log.Warn("sweep uploads", "err", err)
 			}
 		}

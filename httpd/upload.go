@@ -77,10 +77,11 @@ func (s *Server) document(ctx *fasthttp.RequestCtx, r route) {
 	ctx.SetBody(b)
 }
 
-// uploaded answers HEAD and GET of a NAR by the name it was uploaded
-// under: present or not. Its bytes are served under its NarHash.
+// uploaded answers HEAD of a NAR by the name it was uploaded under, as
+// nix copy asks before uploading; its bytes are served only under its
+// NarHash, so a GET of that name is 404.
 func (s *Server) uploaded(ctx *fasthttp.RequestCtx, r route) {
-	if !s.svc.Uploaded(r.name) {
+	if !ctx.IsHead() || !s.svc.Uploaded(r.name) {
 		fail(ctx, fasthttp.StatusNotFound, r.name+": not found")
 		return
 	}

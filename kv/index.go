@@ -460,34 +460,63 @@ func (ix *Index) DeleteNAR(narHash [32]byte) ([]cdc.ID, error) {
 	return freed, nil
 }
 
-// DeletePath removes a store path's narinfo and, when no other narinfo
-// names its NAR, the NAR too, in one transaction. It returns the chunks
-// whose last reference went, for the caller to delete afterwards.
-func (ix *Index) DeletePath(storeHash string) (narDeleted bool, freed []cdc.ID, err error) {
-	err = ix.update(func(tx *bolt.Tx, st *Stats) error {
-		v := tx.Bucket(bucketNarInfo).Get([]byte(storeHash))
-		if v == nil {
-			return ErrNotFound
-		}
-		var ni NarInfo
-		if err := ni.UnmarshalBinary(v); err != nil {
-			return err
-		}
-		if err := deleteNarInfo(tx, storeHash, st); err != nil {
-			return err
-		}
-		if named(tx.Bucket(bucketNarPaths), ni.NarHash) || tx.Bucket(bucketManifest).Get(ni.NarHash[:]) == nil {
+// DeleteUnnamedNAR drops a NAR, as DeleteNAR does, only if no narinfo
+// names it, checked in the same transaction. It reports whether it did.
+func (ix *Index) DeleteUnnamedNAR(narHash [32]byte) (bool, []cdc.ID, error) {
+	var freed []cdc.ID
+	deleted := false
+	err := ix.update(func(tx *bolt.Tx, st *Stats) error {
+		if named(tx.Bucket(bucketNarPaths), narHash) || tx.Bucket(bucketManifest).Get(narHash[:]) == nil {
 			return nil
 		}
 		var err error
-		freed, err = deleteNAR(tx, ni.NarHash, st)
-		narDeleted = err == nil
+		freed, err = deleteNAR(tx, narHash, st)
+		deleted = err == nil
 		return err
 	})
 	if err != nil {
-		return false, nil, fmt.Errorf("delete path %s: %w", storeHash, err)
+		return false, nil, fmt.Errorf("delete unnamed nar %x: %w", narHash, err)
 	}
-	return narDeleted, freed, nil
+	return deleted, freed, nil
+}
+
+// DeletePaths removes store paths' narinfos and, for each NAR no other
+// narinfo names any more, the NAR too, all in one transaction. Hashes
+// with no narinfo are skipped. It returns how many paths and NARs went and
+// the chunks whose last reference went, for the caller to delete
+// afterwards.
+func (ix *Index) DeletePaths(storeHashes []string) (paths, nars int, freed []cdc.ID, err error) {
+	err = ix.update(func(tx *bolt.Tx, st *Stats) error {
+		paths, nars, freed = 0, 0, freed[:0]
+		for _, h := range storeHashes {
+			v := tx.Bucket(bucketNarInfo).Get([]byte(h))
+			if v == nil {
+				continue
+			}
+			var ni NarInfo
+			if err := ni.UnmarshalBinary(v); err != nil {
+				return fmt.Errorf("narinfo %s: %w", h, err)
+			}
+			if err := deleteNarInfo(tx, h, st); err != nil {
+				return err
+			}
+			paths++
+			if named(tx.Bucket(bucketNarPaths), ni.NarHash) || tx.Bucket(bucketManifest).Get(ni.NarHash[:]) == nil {
+				continue
+			}
+			f, err := deleteNAR(tx, ni.NarHash, st)
+			if err != nil {
+				return err
+			}
+			nars++
+			freed = append(freed, f...)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, nil, fmt.Errorf("delete %d paths: %w", len(storeHashes), err)
+	}
+	return paths, nars, freed, nil
 }
 
 // deleteNAR drops a manifest, its chunk references and the narinfos naming
