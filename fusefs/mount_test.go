@@ -39,7 +39,7 @@ func requireShows(t *testing.T, dir string, paths []stored) {
 	t.Helper()
 	for _, s := range paths {
 		t.Run(s.nar.Name, func(t *testing.T) {
-			requireSameTree(t, restore(t, s.nar.Bytes), filepath.Join(dir, "store", s.base))
+			nixtest.RequireSameTree(t, restore(t, s.nar.Bytes), filepath.Join(dir, "store", s.base))
 
 			out, err := exec.Command("sha256sum", filepath.Join(dir, "nar", narFile(s))).Output()
 			require.NoError(t, err)
@@ -212,7 +212,7 @@ func TestMountShowsPathsThatArrive(t *testing.T) {
 	require.Equal(t, late, second.base)
 	require.ElementsMatch(t, []string{first.base, second.base}, names("store"))
 	require.ElementsMatch(t, []string{narFile(first), narFile(second)}, names("nar"))
-	requireSameTree(t, restore(t, second.nar.Bytes), filepath.Join(m.Dir(), "store", second.base))
+	nixtest.RequireSameTree(t, restore(t, second.nar.Bytes), filepath.Join(m.Dir(), "store", second.base))
 }
 
 func TestMountInodesAreStable(t *testing.T) {

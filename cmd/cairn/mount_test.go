@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -14,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -190,69 +188,6 @@ func (m *mountProc) wait(t *testing.T) error {
 	}
 }
 
-// requireSameTree checks that got (in a mount) holds what want (a real
-// `nix-store --restore`) holds: `diff -r` finds no difference in contents
-// or symlink targets, and every entry has the same type, size and
-// executable bit. The mount's modes are the store's, 0444, 0555 and
-// directories 0555, and every mtime is 1.
-func requireSameTree(t *testing.T, want, got string) {
-	t.Helper()
-	out, err := exec.Command("diff", "-r", "--no-dereference", want, got).CombinedOutput()
-	require.NoError(t, err, "diff -r %s %s:\n%s", want, got, out)
-	require.Empty(t, string(out))
-	require.Equal(t, describeTree(t, want, false), describeTree(t, got, true))
-}
-
-// describeTree lists a tree's entries with type, size, executable bit and
-// symlink target.
-func describeTree(t *testing.T, root string, mounted bool) string {
-	t.Helper()
-	var b strings.Builder
-	require.NoError(t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		mode := fi.Mode()
-		line := rel + " "
-		switch {
-		case mode.IsDir():
-			line += "dir"
-			if mounted {
-				require.Equal(t, os.FileMode(0o555), mode.Perm(), "%s", p)
-			}
-		case mode&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			line += "symlink -> " + target
-		case mode.IsRegular():
-			exec := mode&0o100 != 0
-			line += "file " + strconv.FormatInt(fi.Size(), 10) + " exec=" + strconv.FormatBool(exec)
-			if mounted {
-				want := os.FileMode(0o444)
-				if exec {
-					want = 0o555
-				}
-				require.Equal(t, want, mode.Perm(), "%s", p)
-			}
-		default:
-			line += "other " + mode.String()
-		}
-		if mounted {
-			require.Equal(t, int64(1), fi.ModTime().Unix(), "mtime of %s", p)
-		}
-		b.WriteString(line + "\n")
-		return nil
-	}))
-	return b.String()
-}
-
 // restoreNAR unpacks a NAR with the real nix-store --restore.
 func restoreNAR(t *testing.T, nar []byte) string {
 	t.Helper()
@@ -275,7 +210,7 @@ func requireMountShows(t *testing.T, fx *mountFixture, dir string) {
 		base := filepath.Base(p)
 		t.Run(base[33:], func(t *testing.T) {
 			nar := nixtest.DumpNAR(t, filepath.Join(fx.store, p))
-			requireSameTree(t, restoreNAR(t, nar), filepath.Join(dir, "store", base))
+			nixtest.RequireSameTree(t, restoreNAR(t, nar), filepath.Join(dir, "store", base))
 			sum, err := exec.Command("sha256sum", filepath.Join(dir, "nar", narHashNix32(t, fx.cache, p)+".nar")).Output()
 			require.NoError(t, err)
 			require.Equal(t, narHashHex(t, fx.cache, p), strings.Fields(string(sum))[0], "sha256sum nar/<h>.nar is NarHash")
