@@ -45,7 +45,7 @@ import (
 // CAIRN_BENCH_RUNS (default 3) sets how many samples each figure is the
 // median of.
 func BenchmarkMount(b *testing.B) {
-	requireFUSE(b)
+	nixtest.RequireFUSE(b)
 	for _, tool := range []string{"cat", "find", "curl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			b.Fatalf("%s not found: the benchmark needs it; run `make bench-deps`", tool)

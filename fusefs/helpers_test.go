@@ -25,18 +25,6 @@ import (
 	"cairn/internal/nixtest"
 )
 
-// requireFUSE fails the test, with what to install, when this machine
-// cannot mount.
-func requireFUSE(t testing.TB) {
-	t.Helper()
-	if err := fusefs.Check(); err != nil {
-		t.Fatalf("this test needs a real FUSE mount: %v; run `make deps` (apt-get install fuse3) and make /dev/fuse available", err)
-	}
-	if _, err := exec.LookPath("fusermount3"); err != nil {
-		t.Fatalf("this test needs fusermount3 to mount and unmount: run `make deps` (apt-get install fuse3)")
-	}
-}
-
 // stored is one NAR ingested into a test store under a store path.
 type stored struct {
 	nar  nixtest.NAR
@@ -75,7 +63,7 @@ func ingest(t testing.TB, s *appliance.Store, n nixtest.NAR) stored {
 // mount mounts src in a temporary directory until the test ends.
 func mount(t testing.TB, src fusefs.Source, cfg fusefs.Config) *fusefs.Mount {
 	t.Helper()
-	requireFUSE(t)
+	nixtest.RequireFUSE(t)
 	m, err := fusefs.New(filepath.Join(t.TempDir(), "mnt"), src, cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, m.Close()) })

@@ -22,23 +22,11 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/stretchr/testify/require"
 
-	"cairn/fusefs"
 	"cairn/internal/nixtest"
 )
 
 // mountToken is the read token the remote mount presents.
 const mountToken = "open-sesame-1"
-
-// requireFUSE fails, with what to install, when this machine cannot mount.
-func requireFUSE(t testing.TB) {
-	t.Helper()
-	if err := fusefs.Check(); err != nil {
-		t.Fatalf("this test needs a real FUSE mount: %v; run `make deps` (apt-get install fuse3) and make /dev/fuse available", err)
-	}
-	if _, err := exec.LookPath("fusermount3"); err != nil {
-		t.Fatalf("this test needs fusermount3 to mount and unmount: run `make deps` (apt-get install fuse3)")
-	}
-}
 
 // mountFixture is what the mount tests pull through cairn: a closure of
 // small paths (a source tree, two text files, and a tree with every NAR
@@ -160,7 +148,7 @@ type mountProc struct {
 // when the test ends.
 func startMount(t *testing.T, args ...string) *mountProc {
 	t.Helper()
-	requireFUSE(t)
+	nixtest.RequireFUSE(t)
 	m := &mountProc{dir: filepath.Join(t.TempDir(), "mnt"), out: &syncBuffer{}, exited: make(chan error, 1)}
 	m.cmd = exec.Command(cairnBin, append([]string{"mount", m.dir}, args...)...)
 	m.cmd.Stdout, m.cmd.Stderr = m.out, m.out
@@ -308,7 +296,7 @@ func nixPullAuth(t *testing.T, url, key, token string, paths ...string) {
 // HTTP, and from a stand-alone mount of the data directory once the
 // server has stopped.
 func TestMount(t *testing.T) {
-	requireFUSE(t)
+	nixtest.RequireFUSE(t)
 	fx := mountFixtures(t)
 	up, upTC := nixtest.ServeCache(t, fx.cache), nixtest.ServeCache(t, fx.tcCache)
 	tokens := filepath.Join(t.TempDir(), "tokens")

@@ -93,3 +93,15 @@ func runStdin(tb testing.TB, stdin []byte, name string, args ...string) []byte {
 	require.NoError(tb, cmd.Run(), "%s %s: %s", name, strings.Join(args, " "), stderr.String())
 	return stdout.Bytes()
 }
+
+// RequireFUSE fails the test, with what to install, when this machine
+// cannot make a real FUSE mount and unmount it with fusermount3.
+func RequireFUSE(tb testing.TB) {
+	tb.Helper()
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		tb.Fatalf("this test needs a real FUSE mount: %v; run `make deps` (apt-get install fuse3) and make /dev/fuse available", err)
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		tb.Fatalf("this test needs fusermount3 to mount and unmount: run `make deps` (apt-get install fuse3)")
+	}
+}
