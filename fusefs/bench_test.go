@@ -90,6 +90,7 @@ func benchMountRun(b *testing.B, tc nixtest.Toolchain, runs int) {
 
 	var r benchMountResults
 	r.size = tc.NarSize
+	r.loadBefore = loadAverage()
 	mountCat := func(src fusefs.Source, path string) (first, again float64) {
 		m := e.mount(src)
 		defer m.Close()
@@ -152,7 +153,19 @@ func benchMountRun(b *testing.B, tc nixtest.Toolchain, runs int) {
 		r.localWalkCold = append(r.localWalkCold, first)
 		store.Close()
 	}
+	r.loadAfter = loadAverage()
 	r.print(b, runs)
+}
+
+// loadAverage returns the machine's load averages, as /proc/loadavg has
+// them: other work on the machine skews every figure.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 // decode reads the whole NAR from the store in-process, decoding 8 chunks
@@ -292,6 +305,7 @@ func dropCache(b *testing.B, root string) {
 // benchMountResults are a run's samples, in seconds.
 type benchMountResults struct {
 	size                                     int64
+	loadBefore, loadAfter                    string // load averages around the runs
 	plainWarm, plainCold, httpGet, decode    []float64
 	localFirst, localAgain, localCold        []float64
 	remoteFirst, remoteAgain                 []float64
@@ -333,6 +347,7 @@ func (r *benchMountResults) print(b *testing.B, runs int) {
 	}
 	var out strings.Builder
 	fmt.Fprintf(&out, "\nBenchmarkMount: go%s toolchain, NAR %.1f MB, median of %d runs; ratio = mount / baseline\n", "1.25.0", float64(r.size)/1e6, runs)
+	fmt.Fprintf(&out, "load average: %s before, %s after\n", r.loadBefore, r.loadAfter)
 	fmt.Fprintf(&out, "%-38s %10s   %-32s %10s %7s  %s\n", "measurement", "mount", "baseline", "baseline", "ratio", "target")
 	for _, x := range rows {
 		ratio := x.mount / x.base

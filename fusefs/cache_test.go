@@ -52,6 +52,66 @@ func TestCacheEvictsLeastRecentlyUsed(t *testing.T) {
 	}
 }
 
+func TestCacheKeepsReadAheadApart(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		adds    []string // key:size, ahead ones prefixed with ">"
+		cached  []string
+		evicted []string
+	}{
+		{"both fit", []string{"a:10", ">x:10", ">y:10"}, []string{"a", "x", "y"}, nil},
+		{"ahead recycles itself", []string{"a:10", "b:10", ">x:10", ">y:10", ">z:10"}, []string{"a", "b", "y", "z"}, []string{"x"}},
+		{"a hit keeps an ahead value", []string{">x:10", ">y:10", ">x:10", ">z:10"}, []string{"x", "z"}, []string{"y"}},
+		{"demand values go first when all is full", []string{">x:10", ">y:10", "a:10", "b:10", "c:10"}, []string{"x", "y", "b", "c"}, []string{"a"}},
+		{"ahead values go when no demand value is left", []string{">x:10", ">y:10", "a:40"}, []string{"a"}, []string{"x", "y"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCache(int64(40), byteCost).withAhead(20)
+			for _, g := range tc.adds {
+				key, size, _ := cut(g)
+				n, err := strconv.Atoi(size)
+				require.NoError(t, err)
+				ahead := key[0] == '>'
+				if ahead {
+					key = key[1:]
+				}
+				c.mu.Lock()
+				c.add(key, make([]byte, n), ahead)
+				c.mu.Unlock()
+			}
+			for _, k := range tc.cached {
+				require.True(t, c.has(k), "%s cached", k)
+			}
+			for _, k := range tc.evicted {
+				require.False(t, c.has(k), "%s evicted", k)
+			}
+			st := c.stats()
+			require.LessOrEqual(t, st.Bytes, int64(40))
+			require.LessOrEqual(t, c.aheadUsed, int64(20))
+		})
+	}
+}
+
+func TestCachePrefetchAheadGoesToItsSegment(t *testing.T) {
+	ctx := context.Background()
+	c := newCache(int64(1<<20), byteCost).withAhead(100)
+	for i := range 5 {
+		require.True(t, c.prefetch(ctx, "k"+strconv.Itoa(i), true, value(40)))
+		_, err := c.get(ctx, ctx, "k"+strconv.Itoa(i), value(40)) // waits for the load
+		require.NoError(t, err)
+	}
+	require.True(t, c.prefetch(ctx, "demand", false, value(40)))
+	_, err := c.get(ctx, ctx, "demand", value(40))
+	require.NoError(t, err)
+	c.mu.Lock()
+	aheadUsed := c.aheadUsed
+	c.mu.Unlock()
+	require.Equal(t, int64(80), aheadUsed, "two ahead values of 40 fit in 100")
+	require.True(t, c.has("demand"))
+	require.True(t, c.has("k4"))
+	require.False(t, c.has("k0"))
+}
+
 func cut(s string) (string, string, bool) {
 	for i := range s {
 		if s[i] == ':' {
@@ -117,7 +177,7 @@ func TestCacheRefusesLoadsAfterClose(t *testing.T) {
 	c := newCache(1<<20, byteCost)
 	release := make(chan struct{})
 	var ended atomic.Bool
-	require.True(t, c.prefetch(ctx, "slow", func(context.Context) ([]byte, error) {
+	require.True(t, c.prefetch(ctx, "slow", false, func(context.Context) ([]byte, error) {
 		<-release
 		ended.Store(true)
 		return []byte("v"), nil
@@ -134,7 +194,7 @@ func TestCacheRefusesLoadsAfterClose(t *testing.T) {
 	require.True(t, ended.Load())
 	_, err := c.get(ctx, ctx, "new", value(1))
 	require.ErrorIs(t, err, errClosed)
-	require.False(t, c.prefetch(ctx, "other", value(1)))
+	require.False(t, c.prefetch(ctx, "other", false, value(1)))
 	v, err := c.get(ctx, ctx, "slow", value(1))
 	require.NoError(t, err, "what is cached stays readable")
 	require.Equal(t, "v", string(v))

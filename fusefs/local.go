@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"cairn/appliance"
 	"cairn/appliance/narinfo"
@@ -15,7 +16,8 @@ import (
 // Local is the source over a store this process has open: the serving
 // appliance's, or a stopped appliance's data directory.
 type Local struct {
-	store *appliance.Store
+	store  *appliance.Store
+	frames sync.Pool // of *[]byte: frames being decoded
 }
 
 // NewLocal returns the source over store.
@@ -89,11 +91,13 @@ func (l *Local) OpenNAR(ctx context.Context, narHash [32]byte, size int64) (NAR,
 	if n.Size() != size {
 		return nil, fmt.Errorf("nar %s: %d bytes stored, expected %d", appliance.FormatHash(narHash), n.Size(), size)
 	}
-	c := &chunkedNAR{store: l.store, chunks: n.Manifest.Chunks, ends: make([]int64, len(n.Manifest.Chunks))}
+	c := &chunkedNAR{store: l.store, frames: &l.frames, chunks: n.Manifest.Chunks,
+		ends: make([]int64, len(n.Manifest.Chunks)), keys: make([]string, len(n.Manifest.Chunks))}
 	var end int64
 	for i, ch := range c.chunks {
 		end += int64(ch.Raw)
 		c.ends[i] = end
+		c.keys[i] = string(ch.ID[:])
 	}
 	return c, nil
 }
@@ -101,8 +105,10 @@ func (l *Local) OpenNAR(ctx context.Context, narHash [32]byte, size int64) (NAR,
 // chunkedNAR is a stored NAR as blocks: one per chunk.
 type chunkedNAR struct {
 	store  *appliance.Store
+	frames *sync.Pool // the source's frame buffers
 	chunks []cdc.ChunkRef
-	ends   []int64 // ends[i] is the offset just past chunk i
+	ends   []int64  // ends[i] is the offset just past chunk i
+	keys   []string // keys[i] is chunk i's cache key, made once
 }
 
 func (c *chunkedNAR) Size() int64 {
@@ -119,22 +125,34 @@ func (c *chunkedNAR) Block(i int) Block {
 	if i > 0 {
 		start = c.ends[i-1]
 	}
-	return Block{Key: string(c.chunks[i].ID[:]), Off: start, Size: int(c.chunks[i].Raw)}
+	return Block{Key: c.keys[i], Off: start, Size: int(c.chunks[i].Raw)}
 }
 
 func (c *chunkedNAR) Find(off int64) int {
 	return sort.Search(len(c.ends), func(i int) bool { return c.ends[i] > off })
 }
 
-// Load fetches chunk i's frame and decodes it; the frame's checksum is
-// checked by the decode.
+// decodeSlack is room left past a chunk's plaintext in the buffer it is
+// decoded into: zstd decodes with wide copies, 16 bytes at a time, only
+// when that many spare bytes follow the output, and falls back to slower
+// byte-exact copies in a buffer of exactly the chunk's size.
+const decodeSlack = 64
+
+// Load fetches chunk i's frame into a pooled buffer and decodes it; the
+// frame's checksum is checked by the decode.
 func (c *chunkedNAR) Load(ctx context.Context, i int) ([]byte, error) {
 	ch := c.chunks[i]
-	frame, err := c.store.Chunks().Frame(ctx, ch.ID, make([]byte, 0, ch.Comp))
+	buf, _ := c.frames.Get().(*[]byte)
+	if buf == nil {
+		buf = new([]byte)
+	}
+	defer c.frames.Put(buf)
+	frame, err := c.store.Chunks().Frame(ctx, ch.ID, (*buf)[:0])
+	*buf = frame
 	if err != nil {
 		return nil, err
 	}
-	raw, err := c.store.Codec().Decompress(make([]byte, 0, ch.Raw), frame, int(ch.Raw))
+	raw, err := c.store.Codec().Decompress(make([]byte, 0, int(ch.Raw)+decodeSlack), frame, int(ch.Raw))
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", ch.ID, err)
 	}

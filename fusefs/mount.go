@@ -101,6 +101,16 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// minAheadBytes is the least room for blocks loaded ahead of sequential
+// readers: a few of them at once, each with its read-ahead window.
+const minAheadBytes = 32 << 20
+
+// aheadBytes bounds the cache's read-ahead segment: room for what read-ahead
+// and pushes load before a reader gets to it, with slack for a few readers.
+func (c *Config) aheadBytes() int64 {
+	return max(minAheadBytes, 2*(c.ReadAhead+max(c.PushAhead, 0)))
+}
+
 // ErrNoFUSE reports a machine without what a FUSE mount needs.
 var ErrNoFUSE = errors.New("FUSE is not available")
 
@@ -143,7 +153,7 @@ func New(dir string, src Source, cfg Config) (*Mount, error) {
 	}
 	base, cancel := context.WithCancel(context.Background())
 	f := &fsys{src: src, cfg: cfg,
-		ld:    newLoader(base, newCache(cfg.CacheBytes, byteCost), cfg.Parallel, cfg.ReadAhead),
+		ld:    newLoader(base, newCache(cfg.CacheBytes, byteCost).withAhead(cfg.aheadBytes()), cfg.Parallel, cfg.ReadAhead),
 		paths: newCache(cfg.TreeBytes, func(sp *storePath) int64 { return sp.tree.bytes })}
 	zero := time.Duration(0)
 	opts := &fs.Options{

@@ -33,6 +33,7 @@ type reader struct {
 	mu     sync.Mutex
 	next   int64 // offset just past the previous read
 	streak int   // sequential reads in a row
+	issued int   // blocks before this one were read ahead in this streak
 }
 
 // seqSlack is how far a read may start from the end of the previous one
@@ -67,7 +68,7 @@ func (r *reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	first, last := r.nar.Find(off), r.nar.Find(off+int64(len(p))-1)
 	window := r.track(off, int64(len(p)))
 	for i := first + 1; i <= last; i++ { // blocks of this read, in parallel
-		r.prefetch(i)
+		r.prefetch(i, window > 0)
 	}
 	if window > 0 {
 		r.readAhead(last+1, off+int64(len(p))+window)
@@ -95,7 +96,7 @@ func (r *reader) track(off, n int64) int64 {
 		r.streak++
 		r.next = max(r.next, off+n)
 	} else {
-		r.streak, r.next = 0, off+n
+		r.streak, r.next, r.issued = 0, off+n, 0
 	}
 	if r.streak == 0 {
 		return 0
@@ -111,10 +112,11 @@ const maxRun = 16
 // A NAR that loads runs of blocks cheaply gets each run of blocks that are
 // neither cached nor loading in one load.
 func (r *reader) readAhead(i int, end int64) {
+	i = r.claimAhead(i)
 	runs, _ := r.nar.(RunLoader)
 	for i < r.nar.Blocks() && r.nar.Block(i).Off < end {
 		if runs == nil {
-			r.prefetch(i)
+			r.prefetch(i, true)
 			i++
 			continue
 		}
@@ -132,6 +134,26 @@ func (r *reader) readAhead(i int, end int64) {
 		})
 		i += max(n, 1)
 	}
+	r.doneAhead(i)
+}
+
+// claimAhead returns the first block from i on that this streak has not
+// read ahead yet: a reader going through small files asks for the same
+// window again on every read, and looking each block up again would cost
+// more than the reads.
+func (r *reader) claimAhead(i int) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return max(i, r.issued)
+}
+
+// doneAhead notes that the blocks before i were read ahead.
+func (r *reader) doneAhead(i int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.streak > 0 {
+		r.issued = max(r.issued, i)
+	}
 }
 
 // acquire takes a load slot.
@@ -146,10 +168,11 @@ func (r *reader) acquire(ctx context.Context) error {
 
 func (r *reader) release() { <-r.ld.sem }
 
-// prefetch starts loading block i in the background.
-func (r *reader) prefetch(i int) {
+// prefetch starts loading block i in the background; ahead says it is
+// loaded ahead of a sequential reader rather than for a read.
+func (r *reader) prefetch(i int, ahead bool) {
 	b := r.nar.Block(i)
-	r.ld.cache.prefetch(r.ld.base, b.Key, r.loadFunc(i))
+	r.ld.cache.prefetch(r.ld.base, b.Key, ahead, r.loadFunc(i))
 }
 
 // block returns block i's bytes, from the cache or loaded.
