@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
@@ -66,6 +67,40 @@ func TestPutNarInfoStoresSigned(t *testing.T) {
 	st, err := svc.Store().Stats()
 	require.NoError(t, err)
 	require.Zero(t, st.NARs, "the NAR no narinfo names went with it")
+}
+
+// A narinfo PUT over a path with another NAR leaves the old NAR unnamed;
+// like an upload whose narinfo never came, it goes after the grace.
+func TestReplacedNarInfoLeavesOldNARToTheSweep(t *testing.T) {
+	ctx := context.Background()
+	svc := newService(t)
+	nars := nixtest.SampleNARs(t)
+	path := "/nix/store/" + nixbase32.EncodeToString(nars[0].Hash[:20]) + "-replaced"
+	put := func(n nixtest.NAR) {
+		_, err := svc.UploadNAR(ctx, "nar/"+nixbase32.EncodeToString(n.Hash[:])+".nar", bytes.NewReader(n.Bytes), "")
+		require.NoError(t, err)
+		ni := &narinfo.Info{StorePath: path, URL: "nar/x.nar", Compression: "none", NarHash: n.Hash, NarSize: uint64(len(n.Bytes))}
+		require.NoError(t, svc.PutNarInfo(ctx, ni.Hash(), bytes.NewReader(ni.Marshal()), ""))
+	}
+	put(nars[0])
+	n, err := svc.SweepUploads(ctx, -time.Second)
+	require.NoError(t, err)
+	require.Zero(t, n, "the first NAR is named; its upload is forgotten")
+	put(nars[1])
+
+	n, err = svc.SweepUploads(ctx, time.Hour)
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing is dropped within the grace")
+	n, err = svc.SweepUploads(ctx, -time.Second)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "the NAR the narinfo no longer names is dropped")
+	st, err := svc.Store().Stats()
+	require.NoError(t, err)
+	require.EqualValues(t, 1, st.NARs)
+	_, err = svc.Store().OpenNAR(ctx, nars[1].Hash)
+	require.NoError(t, err, "the NAR the narinfo names stays")
+	_, err = svc.Store().OpenNAR(ctx, nars[0].Hash)
+	require.ErrorIs(t, err, appliance.ErrNotFound)
 }
 
 func TestRealisationGetsCairnsSignature(t *testing.T) {

@@ -5,6 +5,7 @@ package kv
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -370,6 +371,13 @@ func putNarInfo(tx *bolt.Tx, ni *NarInfo, st *Stats) error {
 		}
 		if err := paths.Delete(append(prev.NarHash[:], h...)); err != nil {
 			return err
+		}
+		if prev.NarHash != ni.NarHash && !named(paths, prev.NarHash) {
+			// Nothing names the old NAR now: leave it to the upload sweep.
+			name := replacedPrefix + hex.EncodeToString(prev.NarHash[:])
+			if err := putUpload(tx, name, prev.NarHash, time.Now()); err != nil {
+				return err
+			}
 		}
 	}
 	if err := paths.Put(append(ni.NarHash[:], h...), nil); err != nil {

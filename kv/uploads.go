@@ -60,15 +60,24 @@ func (ix *Index) GetBlob(kind Blob, key string) ([]byte, error) {
 
 // PutUpload remembers that the NAR uploaded under name has narHash.
 func (ix *Index) PutUpload(name string, narHash [32]byte, at time.Time) error {
-	v := binary.BigEndian.AppendUint64(append([]byte(nil), narHash[:]...), uint64(at.Unix()))
 	err := ix.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketUploads).Put([]byte(name), v)
+		return putUpload(tx, name, narHash, at)
 	})
 	if err != nil {
 		return fmt.Errorf("put upload %s: %w", name, err)
 	}
 	return nil
 }
+
+func putUpload(tx *bolt.Tx, name string, narHash [32]byte, at time.Time) error {
+	v := binary.BigEndian.AppendUint64(append([]byte(nil), narHash[:]...), uint64(at.Unix()))
+	return tx.Bucket(bucketUploads).Put([]byte(name), v)
+}
+
+// replacedPrefix names the upload entries that stand for NARs a narinfo
+// stopped naming when it was replaced: like an upload whose narinfo never
+// came, such a NAR is dropped after the upload grace unless named again.
+const replacedPrefix = "replaced:"
 
 // Upload returns the NAR uploaded under name, or ErrNotFound.
 func (ix *Index) Upload(name string) ([32]byte, error) {
