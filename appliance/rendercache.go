@@ -27,6 +27,9 @@ func (c *renderCache) get(hash string, gen uint64) []byte {
 func (c *renderCache) put(hash string, gen uint64, b []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if gen < c.gen {
+		return // rendered from an older index than the entries held
+	}
 	if c.gen != gen || c.m == nil || len(c.m) >= renderCacheMax {
 		c.m, c.gen = make(map[string][]byte), gen
 	}
