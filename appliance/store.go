@@ -94,12 +94,17 @@ type Store struct {
 	flights  map[[32]byte]*flight
 
 	// pinMu guards pinned, the chunks an unfinished ingest or recompression
-	// relies on, and writing, those an unfinished ingest may still write as
-	// stored frames. A chunk is deleted only under pinMu with no pin and no
-	// reference, and recompressed only while no ingest may write it.
-	pinMu   sync.Mutex
-	pinned  map[cdc.ID]int
-	writing map[cdc.ID]int
+	// relies on; writing, those an unfinished ingest may still write as
+	// stored frames; and deleting, those being deleted right now. A chunk
+	// is marked for deletion only under pinMu with no pin, and nobody pins
+	// it until the deletion is over (unpinned signals that), so the index
+	// read and the chunk delete run without the lock. A chunk is
+	// recompressed only while no ingest may write it.
+	pinMu    sync.Mutex
+	unpinned *sync.Cond
+	pinned   map[cdc.ID]int
+	writing  map[cdc.ID]int
+	deleting map[cdc.ID]bool
 
 	atimeMu sync.Mutex
 	atimes  map[string]int64
@@ -157,9 +162,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pinned:  map[cdc.ID]int{},
 		writing: map[cdc.ID]int{},
 		atimes:  map[string]int64{}, narUses: map[[32]byte]int64{},
-		kick: make(chan struct{}, 1),
-		stop: make(chan struct{}),
+		deleting: map[cdc.ID]bool{},
+		kick:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
 	}
+	s.unpinned = sync.NewCond(&s.pinMu)
 	s.wg.Add(1)
 	go s.flushLoop()
 	if cfg.RecompressDelay > 0 {
@@ -263,6 +270,9 @@ func (s *Store) Stats() (Stats, error) {
 // before the ingest looks it up.
 func (s *Store) pinForWrite(id cdc.ID) {
 	s.pinMu.Lock()
+	for s.deleting[id] {
+		s.unpinned.Wait()
+	}
 	s.pinned[id]++
 	s.writing[id]++
 	s.pinMu.Unlock()
@@ -286,7 +296,7 @@ func (s *Store) pinIfNotWriting(ids []cdc.ID) bool {
 	s.pinMu.Lock()
 	defer s.pinMu.Unlock()
 	for _, id := range ids {
-		if s.writing[id] > 0 {
+		if s.writing[id] > 0 || s.deleting[id] {
 			return false
 		}
 	}
@@ -311,14 +321,26 @@ func (s *Store) unpin(ids []cdc.ID) {
 // running ingest relies on. The index transaction that dropped the last
 // references has committed before this is called.
 func (s *Store) deleteUnreferenced(ids []cdc.ID) (int, error) {
-	s.pinMu.Lock()
-	defer s.pinMu.Unlock()
 	var free []cdc.ID
+	s.pinMu.Lock()
 	for _, id := range ids {
-		if s.pinned[id] == 0 {
+		if s.pinned[id] == 0 && !s.deleting[id] {
 			free = append(free, id)
+			s.deleting[id] = true
 		}
 	}
+	s.pinMu.Unlock()
+	if len(free) == 0 {
+		return 0, nil
+	}
+	defer func() {
+		s.pinMu.Lock()
+		for _, id := range free {
+			delete(s.deleting, id)
+		}
+		s.unpinned.Broadcast()
+		s.pinMu.Unlock()
+	}()
 	dead, err := s.ix.Unreferenced(free)
 	if err != nil {
 		return 0, err
