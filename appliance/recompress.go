@@ -3,6 +3,7 @@ package appliance
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"cairn/cdc"
@@ -82,6 +83,8 @@ var errBusyChunks = errors.New("chunks in use by an ingest")
 // that may pass (I/O, the index) stops the run and keeps the NAR queued.
 func (s *Store) RecompressDue(ctx context.Context, now time.Time) (RecompressStats, error) {
 	var total RecompressStats
+	enc := &recompressor{level: s.cfg.Level}
+	defer enc.close()
 	cutoff := now.Add(-max(s.cfg.RecompressDelay, 0))
 	var after []byte
 	for {
@@ -91,7 +94,7 @@ func (s *Store) RecompressDue(ctx context.Context, now time.Time) (RecompressSta
 		}
 		for _, it := range items {
 			after = it.Key
-			st, err := s.recompressNAR(ctx, it)
+			st, err := s.recompressNAR(ctx, it, enc)
 			if errors.Is(err, errBusyChunks) {
 				continue
 			}
@@ -111,7 +114,7 @@ func (s *Store) RecompressDue(ctx context.Context, now time.Time) (RecompressSta
 // index records them, and the chunks stay pinned so GC cannot delete them
 // meanwhile. A frame an interrupted run already replaced is recorded as it
 // is.
-func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem) (RecompressStats, error) {
+func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem, enc *recompressor) (RecompressStats, error) {
 	var st RecompressStats
 	m, err := s.ix.Manifest(it.NarHash)
 	if errors.Is(err, kv.ErrNotFound) {
@@ -163,7 +166,10 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem) (RecompressS
 			record(c, len(frame), uint8(s.cfg.Level))
 			continue
 		}
-		packed := s.codec.Compress(nil, raw)
+		packed, err := enc.compress(raw)
+		if err != nil {
+			return st, err
+		}
 		if len(packed) >= len(frame) {
 			record(c, len(frame), cdc.IncompressibleLevel)
 			continue
@@ -180,4 +186,32 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem) (RecompressS
 		return st, err
 	}
 	return st, s.ix.FinishRecompress(it.Key, updates)
+}
+
+// recompressor compresses the frames of one recompression run. A
+// best-level encoder holds tens of MiB of match tables, so a run makes one
+// only once it has a frame to compress, and lets it go when it ends.
+type recompressor struct {
+	level cdc.Level
+	codec *cdc.Codec
+}
+
+// compress returns a new zstd frame of raw.
+func (r *recompressor) compress(raw []byte) ([]byte, error) {
+	if r.codec == nil {
+		c, err := cdc.NewCodec(r.level, 1)
+		if err != nil {
+			return nil, fmt.Errorf("recompress: %w", err)
+		}
+		r.codec = c
+	}
+	return r.codec.Compress(nil, raw), nil
+}
+
+// close releases the encoder, if one was made.
+func (r *recompressor) close() {
+	if r.codec != nil {
+		r.codec.Close()
+		r.codec = nil
+	}
 }

@@ -26,10 +26,13 @@ type ChunkOptions struct {
 }
 
 // DefaultChunkOptions suit a small appliance: tens of MiB of RAM at most.
+// Value-log files are small because a GC rewrite reads a whole file
+// through Badger's mapping, and every page it touches counts in RSS until
+// the file is deleted.
 var DefaultChunkOptions = ChunkOptions{
 	MemTableSize:     16 << 20,
 	IndexCacheSize:   16 << 20,
-	ValueLogFileSize: 64 << 20,
+	ValueLogFileSize: 16 << 20,
 }
 
 // ErrBusy reports work skipped because writes never paused; try it later.
@@ -37,7 +40,8 @@ var ErrBusy = errors.New("chunk store busy")
 
 // ChunkStore holds chunk frames in Badger, keyed by chunk id.
 type ChunkStore struct {
-	db *badger.DB
+	db   *badger.DB
+	logs *logFiles // frames are read with pread, not through Badger's mapping
 	// writeMu is held shared by every open batch and delete, and exclusively
 	// while Reclaim flushes the memtable: Badger fails writes made during
 	// that flush instead of making them wait.
@@ -59,7 +63,7 @@ func OpenChunks(dir string, o ChunkOptions) (*ChunkStore, error) {
 		WithCompression(options.None).
 		// Every frame of a real chunk goes to the value log, so LSM
 		// compaction moves 40-byte pointers, never the frames themselves.
-		WithValueThreshold(64).
+		WithValueThreshold(valueThreshold).
 		WithMemTableSize(o.MemTableSize).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
@@ -82,7 +86,7 @@ func OpenChunks(dir string, o ChunkOptions) (*ChunkStore, error) {
 		}
 		return nil, fmt.Errorf("open chunk store %s: %w", dir, err)
 	}
-	return &ChunkStore{db: db}, nil
+	return &ChunkStore{db: db, logs: newLogFiles(dir)}, nil
 }
 
 // removeEmptyLogs deletes zero-length value-log and memtable log files. A
@@ -114,7 +118,10 @@ func removeEmptyLogs(dir string, log *slog.Logger) error {
 }
 
 // Close flushes and closes the chunk store.
-func (s *ChunkStore) Close() error { return s.db.Close() }
+func (s *ChunkStore) Close() error {
+	s.logs.closeAll()
+	return s.db.Close()
+}
 
 // Frame appends the stored frame of chunk id to dst.
 func (s *ChunkStore) Frame(ctx context.Context, id cdc.ID, dst []byte) ([]byte, error) {
@@ -126,10 +133,8 @@ func (s *ChunkStore) Frame(ctx context.Context, id cdc.ID, dst []byte) ([]byte, 
 		if err != nil {
 			return err
 		}
-		return item.Value(func(v []byte) error {
-			dst = append(dst, v...)
-			return nil
-		})
+		dst, err = s.appendValue(item, dst)
+		return err
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return dst, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
@@ -155,10 +160,7 @@ func (s *ChunkStore) Frames(ctx context.Context, ids []cdc.ID, dst []byte, ends 
 			if err != nil {
 				return fmt.Errorf("chunk %s: %w", id, err)
 			}
-			if err := item.Value(func(v []byte) error {
-				dst = append(dst, v...)
-				return nil
-			}); err != nil {
+			if dst, err = s.appendValue(item, dst); err != nil {
 				return fmt.Errorf("chunk %s: %w", id, err)
 			}
 			ends = append(ends, len(dst))
@@ -166,6 +168,65 @@ func (s *ChunkStore) Frames(ctx context.Context, ids []cdc.ID, dst []byte, ends 
 		return nil
 	})
 	return dst, ends, err
+}
+
+// appendValue appends item's value to dst: read from the value-log file
+// when it can be, else through Badger's mapping, whose pages it then drops
+// from the resident set.
+func (s *ChunkStore) appendValue(item *badger.Item, dst []byte) ([]byte, error) {
+	if out, ok := s.logs.appendValue(item, dst); ok {
+		return out, nil
+	}
+	err := item.Value(func(v []byte) error {
+		dst = append(dst, v...)
+		releaseValue(item, v)
+		return nil
+	})
+	return dst, err
+}
+
+// release drops the pages of the stored frames of ids from the resident
+// set, after writes put them there. It is best effort: a chunk not found
+// has no pages to drop.
+func (s *ChunkStore) release(ids []cdc.ID) {
+	_ = s.db.View(func(txn *badger.Txn) error {
+		items := make([]*badger.Item, 0, len(ids))
+		for _, id := range ids {
+			if item, err := txn.Get(id[:]); err == nil {
+				items = append(items, item)
+			}
+		}
+		releaseItems(items)
+		return nil
+	})
+}
+
+// releaseAll drops the pages of every stored frame from the resident set,
+// after a value-log rewrite touched them all. It walks the keys only, to
+// find the frame that sits last in each value-log file, and releases those.
+// Like release, it is best effort.
+func (s *ChunkStore) releaseAll(ctx context.Context) {
+	last := map[uint32]vlogPointer{}
+	lastID := map[uint32]cdc.ID{}
+	_ = s.db.View(func(txn *badger.Txn) error {
+		opt := badger.DefaultIteratorOptions
+		opt.PrefetchValues = false
+		it := txn.NewIterator(opt)
+		defer it.Close()
+		for it.Rewind(); it.Valid() && ctx.Err() == nil; it.Next() {
+			item := it.Item()
+			vp, ok := valuePointer(item)
+			if cur, seen := last[vp.Fid]; ok && len(item.Key()) == len(cdc.ID{}) && (!seen || vp.Offset > cur.Offset) {
+				last[vp.Fid], lastID[vp.Fid] = vp, cdc.ID(item.Key())
+			}
+		}
+		return nil
+	})
+	ids := make([]cdc.ID, 0, len(lastID))
+	for _, id := range lastID {
+		ids = append(ids, id)
+	}
+	s.release(ids)
 }
 
 // Has reports whether chunk id is stored.
@@ -182,20 +243,24 @@ func (s *ChunkStore) Has(id cdc.ID) (bool, error) {
 
 // Batch collects chunk writes. Call Flush, then ChunkStore.Sync, before any
 // index record refers to the chunks; Flush or Cancel ends the batch. Put is
-// safe for concurrent use; the batch writes through every batchBytes, so
-// its memory stays bounded however large the NAR.
+// safe for concurrent use; the batch writes through every batchBytes in the
+// background, at most one write-through at a time, so its memory stays
+// bounded (about twice batchBytes) however large the NAR. A write-through's
+// error comes back from a later Put or from Flush.
 type Batch struct {
-	s       *ChunkStore
-	mu      sync.Mutex
-	wb      *badger.WriteBatch
-	pending int
-	ended   bool
-	err     error          // first error of a write-through
-	through sync.WaitGroup // write-throughs still running
+	s        *ChunkStore
+	mu       sync.Mutex
+	wb       *badger.WriteBatch
+	ids      []cdc.ID // written by wb, to release after it flushes
+	pending  int
+	ended    bool
+	err      error          // first error of a write-through
+	through  sync.WaitGroup // write-throughs still running
+	throttle chan struct{}  // one slot per write-through running
 }
 
 // batchBytes is how many frame bytes a Batch holds before writing through.
-const batchBytes = 32 << 20
+const batchBytes = 8 << 20
 
 // errBatchEnded reports a Put or Flush after the batch ended.
 var errBatchEnded = errors.New("chunk batch already ended")
@@ -203,7 +268,7 @@ var errBatchEnded = errors.New("chunk batch already ended")
 // NewBatch starts a batch of chunk writes.
 func (s *ChunkStore) NewBatch() *Batch {
 	s.writeMu.RLock()
-	return &Batch{s: s, wb: s.db.NewWriteBatch()}
+	return &Batch{s: s, wb: s.db.NewWriteBatch(), throttle: make(chan struct{}, 1)}
 }
 
 // Put adds a frame to the batch. The batch owns frame afterwards.
@@ -222,25 +287,35 @@ func (b *Batch) Put(id cdc.ID, frame []byte) error {
 		return fmt.Errorf("put chunk %s: %w", id, err)
 	}
 	b.pending += len(frame)
+	b.ids = append(b.ids, id)
 	var full *badger.WriteBatch
+	var ids []cdc.ID
 	if b.pending >= batchBytes {
 		full, b.wb, b.pending = b.wb, b.s.db.NewWriteBatch(), 0
+		ids, b.ids = b.ids, nil
 		b.through.Add(1)
 	}
 	b.mu.Unlock()
 	if full == nil {
 		return nil
 	}
-	defer b.through.Done()
-	if err := full.Flush(); err != nil {
-		b.mu.Lock()
-		if b.err == nil {
-			b.err = fmt.Errorf("write chunks: %w", err)
+	// The write-through runs while the next frames fill the new batch;
+	// only one more full batch may wait for it. A caller blocked here
+	// would hold up every chunk behind its own.
+	b.throttle <- struct{}{}
+	go func() {
+		defer b.through.Done()
+		defer func() { <-b.throttle }()
+		if err := full.Flush(); err != nil {
+			b.mu.Lock()
+			if b.err == nil {
+				b.err = fmt.Errorf("write chunks: %w", err)
+			}
+			b.mu.Unlock()
+			return
 		}
-		err = b.err
-		b.mu.Unlock()
-		return err
-	}
+		b.s.release(ids)
+	}()
 	return nil
 }
 
@@ -266,6 +341,9 @@ func (b *Batch) Flush() error {
 	err := b.wb.Flush()
 	if b.err != nil {
 		return b.err
+	}
+	if err == nil {
+		b.s.release(b.ids)
 	}
 	return err
 }
@@ -386,6 +464,10 @@ func (s *ChunkStore) gc(ctx context.Context, discardRatio float64) (int, error) 
 			return n, fmt.Errorf("value log gc: %w", err)
 		}
 		n++
+		// The rewritten file is gone, and the live frames it held were
+		// copied through the mapping of another.
+		s.logs.closeAll()
+		s.releaseAll(ctx)
 	}
 	return n, ctx.Err()
 }

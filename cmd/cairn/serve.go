@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -37,7 +38,7 @@ type serveFlags struct {
 	tokensFile                                            string
 	readAuth                                              bool
 	uploadGrace                                           time.Duration
-	maxSize                                               byteSize
+	maxSize, memoryLimit                                  byteSize
 	lowWatermark                                          float64
 	priority                                              int
 	prefetch, insecure                                    bool
@@ -64,6 +65,21 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.maxSize, "max-size", "evict least recently used paths when stored chunks exceed this size, e.g. 200G (default: no limit)")
 	fs.Float64Var(&f.lowWatermark, "low-watermark", appliance.DefaultLowWatermark, "share of --max-size eviction runs down to")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 15*time.Second, "how long SIGTERM waits for running downloads")
+	f.memoryLimit = defaultMemoryLimit
+	fs.Var(&f.memoryLimit, "memory-limit", "soft limit of the Go heap: garbage is collected harder as it nears this, e.g. 256M; 0 keeps GOMEMLIMIT or none")
+}
+
+// defaultMemoryLimit is the Go heap's soft limit unless --memory-limit says
+// otherwise: room for a best-level zstd encoder, Badger's memtables and
+// the frames of a running ingest, on a small box.
+const defaultMemoryLimit = 96 << 20
+
+// applyMemoryLimit sets the Go runtime's soft memory limit; 0 leaves it as
+// GOMEMLIMIT set it.
+func (f *serveFlags) applyMemoryLimit() {
+	if f.memoryLimit > 0 {
+		debug.SetMemoryLimit(int64(f.memoryLimit))
+	}
 }
 
 func serve(args []string, stderr io.Writer) error {
@@ -89,6 +105,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	f.applyMemoryLimit()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"math"
+	"runtime/debug"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestServeMemoryLimit(t *testing.T) {
+	const before = 3 << 30
+	prev := debug.SetMemoryLimit(before)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	tests := []struct {
+		name string
+		args []string
+		want int64
+	}{
+		{"default", nil, defaultMemoryLimit},
+		{"a size", []string{"--memory-limit", "256M"}, 256 << 20},
+		{"0 keeps the runtime's", []string{"--memory-limit", "0"}, before},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			debug.SetMemoryLimit(before)
+			fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			var f serveFlags
+			f.register(fs)
+			require.NoError(t, parse(fs, tc.args))
+			f.applyMemoryLimit()
+			require.Equal(t, tc.want, debug.SetMemoryLimit(math.MaxInt64))
+		})
+	}
+}

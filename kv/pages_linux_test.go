@@ -1,0 +1,69 @@
+package kv
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"cairn/cdc"
+)
+
+// valueLogRSS is how many KiB of this process's value-log mappings are
+// resident.
+func valueLogRSS(t *testing.T) int {
+	f, err := os.Open("/proc/self/smaps")
+	require.NoError(t, err)
+	defer f.Close()
+	kib, inLog := 0, false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		switch {
+		case len(fields) > 0 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":"):
+			inLog = strings.HasSuffix(fields[len(fields)-1], ".vlog")
+		case inLog && len(fields) > 1 && fields[0] == "Rss:":
+			n, err := strconv.Atoi(fields[1])
+			require.NoError(t, err)
+			kib += n
+		}
+	}
+	return kib
+}
+
+func TestWrittenAndReadFramesLeaveNoResidentPages(t *testing.T) {
+	s, err := OpenChunks(t.TempDir(), ChunkOptions{MemTableSize: 4 << 20, IndexCacheSize: 1 << 20, ValueLogFileSize: 16 << 20})
+	require.NoError(t, err)
+	defer s.Close()
+	const frames, size = 600, 64 << 10 // write-throughs and a rest
+	var ids []cdc.ID
+	b := s.NewBatch()
+	for i := range frames {
+		ids = append(ids, cdc.ID{byte(i), byte(i >> 8), 7})
+		require.NoError(t, b.Put(ids[i], testFrame(byte(i), size)))
+	}
+	require.NoError(t, b.Flush())
+	require.NoError(t, s.Sync())
+	require.Less(t, valueLogRSS(t), 2<<10, "written frames stay out of RSS")
+
+	buf, ends, err := s.Frames(context.Background(), ids, nil, nil)
+	require.NoError(t, err)
+	require.Len(t, ends, frames)
+	require.Equal(t, testFrame(9, size), buf[ends[8]:ends[9]])
+	require.Less(t, valueLogRSS(t), 2<<10, "read frames stay out of RSS")
+
+	require.NoError(t, s.Delete(ids[:frames-40]))
+	rewrote, err := s.Reclaim(context.Background(), 0.5)
+	require.NoError(t, err)
+	require.Positive(t, rewrote)
+	require.Less(t, valueLogRSS(t), 2<<10, "frames a value-log rewrite moved stay out of RSS")
+	for i := frames - 40; i < frames; i++ {
+		f, err := s.Frame(context.Background(), ids[i], nil)
+		require.NoError(t, err)
+		require.Equal(t, testFrame(byte(i), size), f)
+	}
+}
