@@ -283,7 +283,7 @@ func (s *Store) ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 	if limit == 0 {
 		limit = s.cfg.MaxNARSize
 	}
-	size, readErr := copyNAR(plain, limit, want.NarSize != 0, narHash, listing, chunker)
+	size, readErr := copyNAR(plain, limit, want.NarSize != 0, narHash, listing, chunker, cancel)
 	if readErr == nil {
 		readErr = chunker.Close()
 	}
@@ -342,35 +342,122 @@ func (s *Store) ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 		Chunks: len(m.Chunks), NewChunks: len(p.written), NewBytes: p.newBytes}, nil
 }
 
-// copyNAR reads the plaintext in large blocks into the hash, the listing
-// parser and the chunker, refusing more than limit bytes.
-func copyNAR(r io.Reader, limit uint64, exact bool, narHash hash.Hash, listing *cdc.ListingParser, chunker *cdc.Chunker) (uint64, error) {
-	buf := make([]byte, 1<<20)
+// Plaintext moves through an ingest in blocks of feedBlock bytes, feedBlocks
+// of them in flight between the reader, the chunker and the hasher.
+const (
+	feedBlock  = 1 << 20
+	feedBlocks = 4
+	// feedMin is how much a block waits for before it moves on: the body
+	// may arrive in small reads, and each block costs channel hand-offs.
+	feedMin = 128 << 10
+)
+
+// copyNAR reads the plaintext in blocks and passes each to the chunker, on
+// the calling goroutine, and to the NAR hash and the listing parser, on
+// another, while a third reads (and so decompresses) ahead. It refuses more
+// than limit bytes. A bad NAR cancels the ingest through abort at once.
+func copyNAR(r io.Reader, limit uint64, exact bool, narHash hash.Hash, listing *cdc.ListingParser, chunker *cdc.Chunker, abort context.CancelCauseFunc) (uint64, error) {
+	free := make(chan []byte, feedBlocks)
+	for range feedBlocks {
+		free <- make([]byte, feedBlock)
+	}
+	blocks := make(chan feedBlockRead, feedBlocks)
+	stop := make(chan struct{})
+	go readBlocks(r, limit, exact, free, blocks, stop)
+
+	toHash := make(chan []byte, feedBlocks)
+	hashed := make(chan error, 1)
+	go func() {
+		var err error
+		for b := range toHash {
+			if err == nil {
+				narHash.Write(b)
+				if _, err = listing.Write(b); err != nil {
+					abort(err)
+				}
+			}
+			free <- b[:cap(b)]
+		}
+		hashed <- err
+	}()
+
+	var size uint64
+	var chunkErr, readErr error
+	for blk := range blocks {
+		size += uint64(len(blk.data))
+		if chunkErr == nil && len(blk.data) > 0 {
+			_, chunkErr = chunker.Write(blk.data)
+		}
+		toHash <- blk.data
+		if blk.err != nil {
+			readErr = blk.err
+		}
+		if chunkErr != nil {
+			break
+		}
+	}
+	// The reader may still be waiting for a free block or to hand one on.
+	close(stop)
+	for blk := range blocks {
+		toHash <- blk.data
+	}
+	close(toHash)
+	hashErr := <-hashed
+	switch {
+	case hashErr != nil:
+		return size, hashErr
+	case chunkErr != nil:
+		return size, chunkErr
+	case readErr == io.EOF:
+		return size, nil
+	}
+	return size, readErr
+}
+
+// feedBlockRead is one block of plaintext, and the error that ended the
+// body after it (io.EOF at its end).
+type feedBlockRead struct {
+	data []byte
+	err  error
+}
+
+// readBlocks fills free blocks from r and hands them on until the body
+// ends, fails, passes limit, or stop closes.
+func readBlocks(r io.Reader, limit uint64, exact bool, free <-chan []byte, blocks chan<- feedBlockRead, stop <-chan struct{}) {
+	defer close(blocks)
 	var size uint64
 	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			size += uint64(n)
-			if size > limit {
-				if exact {
-					return size, fmt.Errorf("%w: NAR is longer than the expected %d bytes", ErrSizeMismatch, limit)
-				}
-				return size, fmt.Errorf("%w: NAR is longer than the %d-byte limit", ErrSizeMismatch, limit)
-			}
-			b := buf[:n]
-			narHash.Write(b)
-			if _, lerr := listing.Write(b); lerr != nil {
-				return size, lerr
-			}
-			if _, cerr := chunker.Write(b); cerr != nil {
-				return size, cerr
-			}
+		var buf []byte
+		select {
+		case buf = <-free:
+		case <-stop:
+			return
 		}
-		if err == io.EOF {
-			return size, nil
+		n, err := 0, error(nil)
+		for n < feedMin && err == nil {
+			var k int
+			k, err = r.Read(buf[n:])
+			n += k
+		}
+		size += uint64(n)
+		switch {
+		case size > limit && exact:
+			err = fmt.Errorf("%w: NAR is longer than the expected %d bytes", ErrSizeMismatch, limit)
+		case size > limit:
+			err = fmt.Errorf("%w: NAR is longer than the %d-byte limit", ErrSizeMismatch, limit)
+		case err != nil && err != io.EOF:
+			err = fmt.Errorf("%w: %w", ErrBadBody, err)
+		}
+		if size > limit {
+			n = 0 // nothing past the limit goes further
+		}
+		select {
+		case blocks <- feedBlockRead{data: buf[:n], err: err}:
+		case <-stop:
+			return
 		}
 		if err != nil {
-			return size, fmt.Errorf("%w: %w", ErrBadBody, err)
+			return
 		}
 	}
 }

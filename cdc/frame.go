@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
@@ -89,6 +90,10 @@ const (
 // deterministic: the same plaintext always gives the same frame.
 func Store(dst, raw []byte) []byte {
 	const maxBlock = 128 << 10
+	// One allocation for the whole frame: magic, header of at most 9
+	// bytes, 3 bytes per block, the bytes and the checksum.
+	blocks := max(1, (len(raw)+maxBlock-1)/maxBlock)
+	dst = slices.Grow(dst, 4+9+3*blocks+len(raw)+4)
 	dst = binary.LittleEndian.AppendUint32(dst, 0xFD2FB528)
 	// Frame header: single segment, content checksum, content size field
 	// of 1, 2, 4 or 8 bytes.
