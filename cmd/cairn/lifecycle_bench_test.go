@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,6 +51,11 @@ import (
 //
 // Target: the median cairn copy takes at most 1.3x the median file:// copy.
 // It also prints cairn's CPU seconds per push (utime+stime of the process).
+//
+// A third target, a sink that answers the same HTTP requests and throws
+// every NAR away, shows what Nix's own HTTP upload path costs against
+// file:// before any server does work: Nix compresses each NAR whole and
+// only then uploads it, so a server's ingest time adds to that floor.
 // CAIRN_BENCH_RUNS (default 3) sets the number of runs.
 func BenchmarkPush(b *testing.B) {
 	nixtest.RequireNix(b)
@@ -116,8 +122,8 @@ type pushSample struct {
 
 // pushResult is every sample of one compression.
 type pushResult struct {
-	comp        string
-	cairn, file []pushSample
+	comp              string
+	cairn, file, sink []pushSample
 }
 
 func pushBenchRun(b *testing.B, fx pushFixture, runs, xzRuns int) {
@@ -152,8 +158,9 @@ func pushBenchRun(b *testing.B, fx pushFixture, runs, xzRuns int) {
 					r.file = append(r.file, pushToFile(b, fx, comp.name, netrc))
 				}
 			}
-			lbProgress("%s push %d/%d: cairn %.2fs (cairn CPU %.2fs, client CPU %.2fs), file:// %.2fs (client CPU %.2fs)",
-				comp.name, i+1, comp.runs, r.cairn[i].wall, r.cairn[i].serverCPU, r.cairn[i].clientCPU, r.file[i].wall, r.file[i].clientCPU)
+			r.sink = append(r.sink, pushToSink(b, fx, comp.name, netrc))
+			lbProgress("%s push %d/%d: cairn %.2fs (cairn CPU %.2fs, client CPU %.2fs), file:// %.2fs (client CPU %.2fs), null sink %.2fs",
+				comp.name, i+1, comp.runs, r.cairn[i].wall, r.cairn[i].serverCPU, r.cairn[i].clientCPU, r.file[i].wall, r.file[i].clientCPU, r.sink[i].wall)
 		}
 		if comp.runs > 0 {
 			results = append(results, r)
@@ -170,9 +177,10 @@ func pushBenchRun(b *testing.B, fx pushFixture, runs, xzRuns int) {
 	}
 	lbPrintTable(title+", ratio = cairn / file://", rows)
 	for _, r := range results {
-		fmt.Printf("%s samples, s: cairn wall %s | file:// wall %s | cairn CPU %s | cairn PUT %s\n", r.comp,
+		fmt.Printf("%s samples, s: cairn wall %s | file:// wall %s | null sink wall %s | cairn CPU %s | cairn PUT %s\n", r.comp,
 			pushSamples(r.cairn, func(s pushSample) float64 { return s.wall }),
 			pushSamples(r.file, func(s pushSample) float64 { return s.wall }),
+			pushSamples(r.sink, func(s pushSample) float64 { return s.wall }),
 			pushSamples(r.cairn, func(s pushSample) float64 { return s.serverCPU }),
 			pushSamples(r.cairn, func(s pushSample) float64 { return s.put }))
 	}
@@ -197,6 +205,8 @@ func pushRows(fx pushFixture, r pushResult) []lbRow {
 	put := func(s pushSample) float64 { return s.put }
 	rows := []lbRow{
 		{metric: r.comp + ": nix copy wall s (file://)", value: benchMedian(r.cairn, wall), base: benchMedian(r.file, wall), target: pushTarget},
+		{metric: r.comp + ": null HTTP sink wall s (file://)", value: benchMedian(r.sink, wall), base: benchMedian(r.file, wall)},
+		{metric: r.comp + ": nix copy wall s (null HTTP sink)", value: benchMedian(r.cairn, wall), base: benchMedian(r.sink, wall)},
 	}
 	if benchMedian(r.cairn, put) > 0 {
 		// Nix compresses the whole NAR into a temporary file before
@@ -265,6 +275,65 @@ func pushToFile(b *testing.B, fx pushFixture, comp, netrc string) pushSample {
 	}
 	s.stored = nixtest.DiskUsage(b, dir)
 	return s
+}
+
+// pushToSink copies the closure to a null HTTP sink: a server that speaks
+// just enough of the binary cache protocol for `nix copy --to` and drops
+// every NAR it is sent.
+func pushToSink(b *testing.B, fx pushFixture, comp, netrc string) pushSample {
+	b.Helper()
+	sink := newPushSink()
+	srv := httptest.NewServer(sink)
+	defer srv.Close()
+	s := pushCopy(b, fx, srv.URL+"?compression="+comp, netrc)
+	s.put = -1
+	if n := sink.narinfos(); n != len(fx.paths) {
+		b.Fatalf("null sink got %d narinfos, want %d", n, len(fx.paths))
+	}
+	return s
+}
+
+// pushSink is the null HTTP sink: narinfos are kept, so that HEAD and GET
+// find what was pushed; every other body is read and dropped.
+type pushSink struct {
+	mu   sync.Mutex
+	docs map[string][]byte
+}
+
+func newPushSink() *pushSink { return &pushSink{docs: map[string][]byte{}} }
+
+func (k *pushSink) narinfos() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.docs)
+}
+
+func (k *pushSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	switch {
+	case p == "/nix-cache-info":
+		_, _ = io.WriteString(w, "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n")
+	case r.Method == http.MethodPut && strings.HasSuffix(p, ".narinfo"):
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		k.mu.Lock()
+		k.docs[p] = body
+		k.mu.Unlock()
+	case r.Method == http.MethodPut:
+		_, _ = io.Copy(io.Discard, r.Body)
+	default:
+		k.mu.Lock()
+		body, ok := k.docs[p]
+		k.mu.Unlock()
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write(body)
+	}
 }
 
 // pushPutSeconds sums the durations cairn logged for PUT requests: each
