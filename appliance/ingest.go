@@ -68,7 +68,8 @@ func (s *Store) Ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 		want.NarHash, want.NarSize = want.Info.NarHash, want.Info.NarSize
 	}
 	if want.NarHash == ([32]byte{}) {
-		res, err := s.ingest(ctx, want, body, comp, nil)
+		ictx, cancel := context.WithCancelCause(ctx)
+		res, err := s.ingest(ictx, cancel, want, body, comp, nil)
 		if err != nil {
 			return nil, fmt.Errorf("ingest upload: %w", err)
 		}
@@ -96,7 +97,8 @@ func (s *Store) Ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 			}
 			f = s.takeOff(want)
 			s.flightMu.Unlock()
-			res, err := s.ingest(ctx, want, body, comp, f.live)
+			ictx, cancel := context.WithCancelCause(ctx)
+			res, err := s.ingest(ictx, cancel, want, body, comp, f.live)
 			s.land(f, want, res, err)
 			if f.err != nil {
 				return nil, fmt.Errorf("ingest %s: %w", key, f.err)
@@ -167,12 +169,16 @@ func (s *Store) Start(ctx context.Context, want Want, open Opener) (*Live, bool,
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		body, comp, err := open(ctx)
+		// The body is opened with the ingest's context, so that a NAR
+		// found bad part-way ends the download at once.
+		ictx, cancel := context.WithCancelCause(ctx)
+		body, comp, err := open(ictx)
 		if err != nil {
+			cancel(nil)
 			s.land(f, want, nil, fmt.Errorf("ingest %s: %w", FormatHash(want.NarHash), err))
 			return
 		}
-		res, err := s.ingest(ctx, want, body, comp, f.live)
+		res, err := s.ingest(ictx, cancel, want, body, comp, f.live)
 		body.Close()
 		if err != nil {
 			err = fmt.Errorf("ingest %s: %w", FormatHash(want.NarHash), err)
@@ -252,8 +258,9 @@ type pipeline struct {
 	orderDone chan struct{}
 }
 
-func (s *Store) ingest(ctx context.Context, want Want, body io.Reader, comp Compression, live *Live) (res *Result, err error) {
-	ctx, cancel := context.WithCancelCause(ctx)
+// ingest runs one ingest under ctx, which cancel cancels: a failure part-way
+// cancels it at once, which also ends a body read under it.
+func (s *Store) ingest(ctx context.Context, cancel context.CancelCauseFunc, want Want, body io.Reader, comp Compression, live *Live) (res *Result, err error) {
 	defer cancel(nil)
 	plain, err := decompress(ctx, comp, body, s.cfg.XZ)
 	if err != nil {
@@ -426,6 +433,14 @@ type feedBlockRead struct {
 func readBlocks(r io.Reader, limit uint64, exact bool, free <-chan []byte, blocks chan<- feedBlockRead, stop <-chan struct{}) {
 	defer close(blocks)
 	var size uint64
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return false
+		}
+	}
 	for {
 		var buf []byte
 		select {
@@ -435,6 +450,9 @@ func readBlocks(r io.Reader, limit uint64, exact bool, free <-chan []byte, block
 		}
 		n, err := 0, error(nil)
 		for n < feedMin && err == nil {
+			if stopped() {
+				return // nothing reads on after the ingest failed
+			}
 			var k int
 			k, err = r.Read(buf[n:])
 			n += k

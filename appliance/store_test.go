@@ -640,3 +640,47 @@ func TestAccessTimesAreBatched(t *testing.T) {
 	require.NoError(t, err)
 	require.InDelta(t, time.Now().UnixMilli(), at, 5000)
 }
+
+// stallingBody yields its bytes, then blocks until its context ends, like
+// an upstream that stops sending part-way.
+type stallingBody struct {
+	ctx     context.Context
+	unstall <-chan struct{} // closed when the test ends, so a failing test does not hang
+	rest    []byte
+}
+
+func (b *stallingBody) Read(p []byte) (int, error) {
+	if len(b.rest) > 0 {
+		n := copy(p, b.rest)
+		b.rest = b.rest[n:]
+		return n, nil
+	}
+	select {
+	case <-b.ctx.Done():
+		return 0, context.Cause(b.ctx)
+	case <-b.unstall:
+		return 0, io.ErrUnexpectedEOF
+	}
+}
+
+func (b *stallingBody) Close() error { return nil }
+
+// A body that turns out not to be a NAR fails the ingest at once, even
+// when the rest of it is slow to come: the body's context is cancelled.
+func TestBadNARFailsWithoutWaitingForTheBody(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	unstall := make(chan struct{})
+	defer close(unstall)
+	want := appliance.Want{NarHash: sha256.Sum256([]byte("never")), NarSize: 1 << 30}
+	garbage := bytes.Repeat([]byte("not a NAR "), 40<<10)
+	live, started, err := s.Start(context.Background(), want, func(ctx context.Context) (io.ReadCloser, appliance.Compression, error) {
+		return &stallingBody{ctx: ctx, unstall: unstall, rest: garbage}, appliance.CompressionNone, nil
+	})
+	require.NoError(t, err)
+	require.True(t, started)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = live.Wait(ctx)
+	require.ErrorIs(t, err, appliance.ErrBadNAR, "the ingest ends on the bad NAR, not on the 5 s timeout")
+}

@@ -119,7 +119,7 @@ func removeEmptyLogs(dir string, log *slog.Logger) error {
 
 // Close flushes and closes the chunk store.
 func (s *ChunkStore) Close() error {
-	s.logs.closeAll()
+	s.logs.shut()
 	return s.db.Close()
 }
 
@@ -450,6 +450,10 @@ func (s *ChunkStore) flushMemtable(ctx context.Context) error {
 	return nil
 }
 
+// releaseEvery is how many value-log files gc rewrites between releases of
+// the pages the rewrites mapped: about 64 MiB of them at most.
+const releaseEvery = 4
+
 // gc rewrites value-log files until none has more than discardRatio of
 // dead bytes by Badger's current discard stats. It returns the number of
 // files rewritten.
@@ -465,8 +469,14 @@ func (s *ChunkStore) gc(ctx context.Context, discardRatio float64) (int, error) 
 		}
 		n++
 		// The rewritten file is gone, and the live frames it held were
-		// copied through the mapping of another.
+		// copied through the mapping of another. Releasing walks every key,
+		// so it waits for a few rewrites.
 		s.logs.closeAll()
+		if n%releaseEvery == 0 {
+			s.releaseAll(ctx)
+		}
+	}
+	if n%releaseEvery != 0 {
 		s.releaseAll(ctx)
 	}
 	return n, ctx.Err()

@@ -3,6 +3,7 @@ package kv
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -18,10 +19,15 @@ import (
 // a page fault on every later one. Files are opened on first use and kept
 // open until the value-log GC may have deleted some (closeAll).
 type logFiles struct {
-	dir  string
-	mu   sync.RWMutex // held shared while reading, exclusively to open or close
-	open map[uint32]int
+	dir    string
+	mu     sync.RWMutex // held shared while reading, exclusively to open or close
+	open   map[uint32]int
+	closed bool // after shut, nothing is opened again
 }
+
+// errLogsShut reports a read after the chunk store closed; the caller falls
+// back to Badger, which reports its own closing.
+var errLogsShut = errors.New("value-log files closed")
 
 func newLogFiles(dir string) *logFiles {
 	return &logFiles{dir: dir, open: map[uint32]int{}}
@@ -47,6 +53,9 @@ func (l *logFiles) fd(fid uint32) (int, error) {
 func (l *logFiles) openFile(fid uint32) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return errLogsShut
+	}
 	if _, ok := l.open[fid]; ok {
 		return nil
 	}
@@ -69,6 +78,15 @@ func (l *logFiles) closeAll() {
 		unix.Close(fd)
 		delete(l.open, fid)
 	}
+}
+
+// shut closes every open file for good: a read racing the chunk store's
+// Close opens none again.
+func (l *logFiles) shut() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.closeAll()
 }
 
 // appendValue appends the value of item to dst, read from its value-log

@@ -15,16 +15,20 @@ func TestServeMemoryLimit(t *testing.T) {
 	prev := debug.SetMemoryLimit(before)
 	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
 	tests := []struct {
-		name string
-		args []string
-		want int64
+		name       string
+		args       []string
+		gomemlimit string
+		want       int64
 	}{
-		{"default", nil, defaultMemoryLimit},
-		{"a size", []string{"--memory-limit", "256M"}, 256 << 20},
-		{"0 keeps the runtime's", []string{"--memory-limit", "0"}, before},
+		{"default", nil, "", defaultMemoryLimit},
+		{"a size", []string{"--memory-limit", "256M"}, "", 256 << 20},
+		{"0 keeps the runtime's", []string{"--memory-limit", "0"}, "", before},
+		{"GOMEMLIMIT stands", nil, "3GiB", before},
+		{"the flag beats GOMEMLIMIT", []string{"--memory-limit", "256M"}, "3GiB", 256 << 20},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("GOMEMLIMIT", tc.gomemlimit)
 			debug.SetMemoryLimit(before)
 			fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 			fs.SetOutput(io.Discard)

@@ -65,8 +65,10 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.maxSize, "max-size", "evict least recently used paths when stored chunks exceed this size, e.g. 200G (default: no limit)")
 	fs.Float64Var(&f.lowWatermark, "low-watermark", appliance.DefaultLowWatermark, "share of --max-size eviction runs down to")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 15*time.Second, "how long SIGTERM waits for running downloads")
-	f.memoryLimit = defaultMemoryLimit
-	fs.Var(&f.memoryLimit, "memory-limit", "soft limit of the Go heap: garbage is collected harder as it nears this, e.g. 256M; 0 keeps GOMEMLIMIT or none")
+	if os.Getenv("GOMEMLIMIT") == "" {
+		f.memoryLimit = defaultMemoryLimit // otherwise GOMEMLIMIT stands unless the flag is given
+	}
+	fs.Var(&f.memoryLimit, "memory-limit", "soft limit of the Go heap: garbage is collected harder as it nears this, e.g. 256M; 0 keeps GOMEMLIMIT or none (default 96M unless GOMEMLIMIT is set)")
 }
 
 // defaultMemoryLimit is the Go heap's soft limit unless --memory-limit says
