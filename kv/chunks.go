@@ -206,8 +206,11 @@ func (s *ChunkStore) release(ids []cdc.ID) {
 // find the frame that sits last in each value-log file, and releases those.
 // Like release, it is best effort.
 func (s *ChunkStore) releaseAll(ctx context.Context) {
-	last := map[uint32]vlogPointer{}
-	lastID := map[uint32]cdc.ID{}
+	type place struct {
+		offset uint32
+		id     cdc.ID
+	}
+	last := map[uint32]place{} // by value-log file
 	_ = s.db.View(func(txn *badger.Txn) error {
 		opt := badger.DefaultIteratorOptions
 		opt.PrefetchValues = false
@@ -216,15 +219,15 @@ func (s *ChunkStore) releaseAll(ctx context.Context) {
 		for it.Rewind(); it.Valid() && ctx.Err() == nil; it.Next() {
 			item := it.Item()
 			vp, ok := valuePointer(item)
-			if cur, seen := last[vp.Fid]; ok && len(item.Key()) == len(cdc.ID{}) && (!seen || vp.Offset > cur.Offset) {
-				last[vp.Fid], lastID[vp.Fid] = vp, cdc.ID(item.Key())
+			if cur, seen := last[vp.Fid]; ok && len(item.Key()) == len(cdc.ID{}) && (!seen || vp.Offset > cur.offset) {
+				last[vp.Fid] = place{vp.Offset, cdc.ID(item.Key())}
 			}
 		}
 		return nil
 	})
-	ids := make([]cdc.ID, 0, len(lastID))
-	for _, id := range lastID {
-		ids = append(ids, id)
+	ids := make([]cdc.ID, 0, len(last))
+	for _, p := range last {
+		ids = append(ids, p.id)
 	}
 	s.release(ids)
 }
@@ -459,6 +462,11 @@ const releaseEvery = 4
 // files rewritten.
 func (s *ChunkStore) gc(ctx context.Context, discardRatio float64) (int, error) {
 	n := 0
+	defer func() {
+		if n%releaseEvery != 0 {
+			s.releaseAll(ctx) // the rewrites since the last release
+		}
+	}()
 	for ctx.Err() == nil {
 		err := s.db.RunValueLogGC(discardRatio)
 		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
@@ -475,9 +483,6 @@ func (s *ChunkStore) gc(ctx context.Context, discardRatio float64) (int, error) 
 		if n%releaseEvery == 0 {
 			s.releaseAll(ctx)
 		}
-	}
-	if n%releaseEvery != 0 {
-		s.releaseAll(ctx)
 	}
 	return n, ctx.Err()
 }
