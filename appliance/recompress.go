@@ -193,25 +193,25 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem, enc *recompr
 // only once it has a frame to compress, and lets it go when it ends.
 type recompressor struct {
 	level cdc.Level
-	codec *cdc.Codec
+	enc   *cdc.Encoder
 }
 
 // compress returns a new zstd frame of raw.
 func (r *recompressor) compress(raw []byte) ([]byte, error) {
-	if r.codec == nil {
-		c, err := cdc.NewCodec(r.level, 1)
+	if r.enc == nil {
+		e, err := cdc.NewEncoder(r.level)
 		if err != nil {
 			return nil, fmt.Errorf("recompress: %w", err)
 		}
-		r.codec = c
+		r.enc = e
 	}
-	return r.codec.Compress(nil, raw), nil
+	return r.enc.Compress(nil, raw), nil
 }
 
 // close releases the encoder, if one was made.
 func (r *recompressor) close() {
-	if r.codec != nil {
-		r.codec.Close()
-		r.codec = nil
+	if r.enc != nil {
+		r.enc.Close()
+		r.enc = nil
 	}
 }

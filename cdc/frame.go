@@ -45,17 +45,9 @@ func NewCodec(level Level, encoders int) (*Codec, error) {
 	if encoders <= 0 {
 		encoders = n
 	}
-	// Every frame is one block of at most Max bytes: a window larger than the
-	// chunk buys nothing, and a small one keeps encoder state cheap.
-	enc, err := zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(level),
-		zstd.WithEncoderConcurrency(encoders),
-		zstd.WithEncoderCRC(true),
-		zstd.WithZeroFrames(true),
-		zstd.WithWindowSize(1<<20),
-	)
+	enc, err := newFrameEncoder(level, encoders)
 	if err != nil {
-		return nil, fmt.Errorf("new zstd encoder: %w", err)
+		return nil, err
 	}
 	fast, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
 	if err != nil {
@@ -70,6 +62,43 @@ func NewCodec(level Level, encoders int) (*Codec, error) {
 	}
 	return &Codec{enc: enc, fast: fast, dec: dec}, nil
 }
+
+// newFrameEncoder returns the encoder of chunk frames at level, for up to
+// encoders frames at once.
+func newFrameEncoder(level Level, encoders int) (*zstd.Encoder, error) {
+	// Every frame is one block of at most Max bytes: a window larger than the
+	// chunk buys nothing, and a small one keeps encoder state cheap.
+	enc, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(level),
+		zstd.WithEncoderConcurrency(encoders),
+		zstd.WithEncoderCRC(true),
+		zstd.WithZeroFrames(true),
+		zstd.WithWindowSize(1<<20),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("new zstd encoder: %w", err)
+	}
+	return enc, nil
+}
+
+// Encoder makes chunk frames at one level, one frame at a time, for work
+// that needs compression only, such as a recompression run.
+type Encoder struct{ enc *zstd.Encoder }
+
+// NewEncoder returns an Encoder at level.
+func NewEncoder(level Level) (*Encoder, error) {
+	enc, err := newFrameEncoder(level, 1)
+	if err != nil {
+		return nil, err
+	}
+	return &Encoder{enc: enc}, nil
+}
+
+// Compress appends one zstd frame holding raw to dst, as Codec.Compress does.
+func (e *Encoder) Compress(dst, raw []byte) []byte { return e.enc.EncodeAll(raw, dst) }
+
+// Close releases the encoder's state.
+func (e *Encoder) Close() { e.enc.Close() }
 
 // Compress appends one zstd frame holding raw to dst. The frame carries its
 // content size and an xxhash checksum, which every decode checks.
