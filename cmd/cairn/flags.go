@@ -91,7 +91,20 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 // a trailing B or iB is allowed) or a plain byte count.
 type byteSize uint64
 
-func (b *byteSize) String() string { return strconv.FormatUint(uint64(*b), 10) }
+// String renders the size as Set reads it, in the largest unit that
+// divides it (96M rather than 100663296).
+func (b *byteSize) String() string {
+	n := uint64(*b)
+	for _, u := range []struct {
+		shift  uint
+		suffix string
+	}{{40, "T"}, {30, "G"}, {20, "M"}, {10, "K"}} {
+		if n != 0 && n%(1<<u.shift) == 0 {
+			return strconv.FormatUint(n>>u.shift, 10) + u.suffix
+		}
+	}
+	return strconv.FormatUint(n, 10)
+}
 
 func (b *byteSize) Set(v string) error {
 	n, err := parseSize(v)

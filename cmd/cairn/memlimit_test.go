@@ -40,3 +40,18 @@ func TestServeMemoryLimit(t *testing.T) {
 		})
 	}
 }
+
+func TestByteSizeStringReadsBack(t *testing.T) {
+	for _, tc := range []struct {
+		size uint64
+		want string
+	}{
+		{0, "0"}, {1000, "1000"}, {1 << 10, "1K"}, {96 << 20, "96M"}, {3 << 30, "3G"}, {2 << 40, "2T"}, {(1 << 20) + 1, "1048577"},
+	} {
+		b := byteSize(tc.size)
+		require.Equal(t, tc.want, b.String())
+		var back byteSize
+		require.NoError(t, back.Set(b.String()))
+		require.Equal(t, b, back)
+	}
+}

@@ -68,7 +68,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		f.memoryLimit = defaultMemoryLimit // otherwise GOMEMLIMIT stands unless the flag is given
 	}
-	fs.Var(&f.memoryLimit, "memory-limit", "soft limit of the Go heap: garbage is collected harder as it nears this, e.g. 256M; 0 keeps GOMEMLIMIT or none (default 96M unless GOMEMLIMIT is set)")
+	fs.Var(&f.memoryLimit, "memory-limit", "soft limit of the Go heap: garbage is collected harder as it nears this, e.g. 256M; 0 keeps GOMEMLIMIT or none (no default when GOMEMLIMIT is set)")
 }
 
 // defaultMemoryLimit is the Go heap's soft limit unless --memory-limit says
