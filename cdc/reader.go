@@ -29,6 +29,20 @@ type BatchSource interface {
 	Frames(ctx context.Context, ids []ID, dst []byte, ends []int) ([]byte, []int, error)
 }
 
+// FrameSender is a FrameSource that can also write frames to w straight
+// from where it keeps them, with no copy through memory when w is a socket.
+// SendFrames writes bytes [skip, skip+n) of the frames of ids, back to
+// back; want holds their promised lengths. It stops before the first frame
+// it cannot vouch for and returns how many bytes it wrote.
+type FrameSender interface {
+	FrameSource
+	SendFrames(ctx context.Context, w io.Writer, ids []ID, want []uint32, skip, n int64) (int64, error)
+}
+
+// sendBytes is about how many frame bytes a .nar.zst copy sends per
+// SendFrames call.
+const sendBytes = 4 << 20
+
 // batchBytes is about how many frame bytes a .nar.zst copy fetches and
 // writes at once: few large writes instead of one per frame.
 const batchBytes = 256 << 10
@@ -334,6 +348,36 @@ type frameReader struct {
 	// For batched copies.
 	ids  []ID
 	ends []int
+	want []uint32
+}
+
+// send writes frames from r.off on with the source's SendFrames, as far as
+// it vouches for them, about sendBytes at a time. It returns when the range
+// is done or the source stopped at a frame it could not send.
+func (r *frameReader) send(w io.Writer, fs FrameSender) (int64, error) {
+	var written int64
+	for r.left > 0 {
+		if err := r.ctx.Err(); err != nil {
+			return written, err
+		}
+		first, in := locate(r.n.compEnd, r.off)
+		r.ids, r.want = r.ids[:0], r.want[:0]
+		var size int64
+		for i := first; i < len(r.n.chunks) && size-in < min(sendBytes, r.left); i++ {
+			r.ids = append(r.ids, r.n.chunks[i].ID)
+			r.want = append(r.want, r.n.chunks[i].Comp)
+			size += int64(r.n.chunks[i].Comp)
+		}
+		want := min(size-in, r.left)
+		k, err := fs.SendFrames(r.ctx, w, r.ids, r.want, in, want)
+		written += k
+		r.off += k
+		r.left -= k
+		if err != nil || k < want {
+			return written, err
+		}
+	}
+	return written, nil
 }
 
 // writeBatched copies the range a batch of frames at a time: one fetch and
@@ -403,6 +447,34 @@ func (r *frameReader) next() ([]byte, error) {
 	return part, nil
 }
 
+// sendAll writes the rest of the range with the source's SendFrames,
+// copying one frame the other way wherever it stops.
+func (r *frameReader) sendAll(w io.Writer, fs FrameSender) (int64, error) {
+	var written int64
+	for r.left > 0 {
+		if r.pos == len(r.buf) {
+			k, err := r.send(w, fs)
+			written += k
+			if err != nil || r.left == 0 {
+				return written, err
+			}
+		}
+		// The frame SendFrames stopped at, or the rest of a partly
+		// written one.
+		part, err := r.next()
+		if err != nil {
+			return written, err
+		}
+		k, err := w.Write(part)
+		written += int64(k)
+		r.advance(k)
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
 func (r *frameReader) advance(k int) {
 	r.pos += k
 	r.off += int64(k)
@@ -426,6 +498,11 @@ func (r *frameReader) Read(p []byte) (int, error) {
 // intermediate copy.
 func (r *frameReader) WriteTo(w io.Writer) (int64, error) {
 	var written int64
+	if fs, ok := r.n.src.(FrameSender); ok {
+		if _, ok := w.(io.ReaderFrom); ok {
+			return r.sendAll(w, fs)
+		}
+	}
 	if bs, ok := r.n.src.(BatchSource); ok && r.pos == len(r.buf) {
 		n, err := r.writeBatched(w, bs)
 		written += n

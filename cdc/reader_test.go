@@ -160,3 +160,75 @@ func TestNARCorruptAndMissingChunks(t *testing.T) {
 		})
 	}
 }
+
+// sender is a FrameSender over memFrames that cannot send the frames in
+// refuse, so a copy must take them the other way.
+type sender struct {
+	memFrames
+	refuse map[cdc.ID]bool
+	calls  int
+}
+
+func (s *sender) SendFrames(_ context.Context, w io.Writer, ids []cdc.ID, want []uint32, skip, n int64) (int64, error) {
+	s.calls++
+	var all []byte
+	for i, id := range ids {
+		if s.refuse[id] || len(s.memFrames[id]) != int(want[i]) {
+			break
+		}
+		all = append(all, s.memFrames[id]...)
+	}
+	if skip >= int64(len(all)) {
+		return 0, nil
+	}
+	k, err := w.Write(all[skip:min(int64(len(all)), skip+n)])
+	return int64(k), err
+}
+
+func TestNARCompressedRangesThroughASender(t *testing.T) {
+	codec, err := cdc.NewCodec(zstd.SpeedDefault, 0)
+	require.NoError(t, err)
+	defer codec.Close()
+	in := nixtest.SampleNARs(t)[1]
+	nar, frames := buildNAR(t, codec, in.Bytes)
+	var stream []byte
+	for _, c := range nar.Chunks() {
+		stream = append(stream, frames[c.ID]...)
+	}
+	size := nar.CompressedSize()
+	require.Greater(t, len(nar.Chunks()), 20)
+	for _, tc := range []struct {
+		name   string
+		refuse []int // chunk indexes the sender cannot send
+	}{
+		{"sends all", nil},
+		{"copies some", []int{0, 3, 4, 17, len(nar.Chunks()) - 1}},
+		{"copies all", func() (all []int) {
+			for i := range nar.Chunks() {
+				all = append(all, i)
+			}
+			return all
+		}()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &sender{memFrames: frames, refuse: map[cdc.ID]bool{}}
+			for _, i := range tc.refuse {
+				s.refuse[nar.Chunks()[i].ID] = true
+			}
+			n := cdc.NewNAR(nar.Chunks(), s, codec)
+			rng := rand.New(rand.NewPCG(2, uint64(size)))
+			for range 100 {
+				off := rng.Int64N(size)
+				length := rng.Int64N(size - off + 1)
+				r, err := n.CompressedReader(context.Background(), off, length)
+				require.NoError(t, err)
+				var buf bytes.Buffer
+				k, err := r.(io.WriterTo).WriteTo(&buf)
+				require.NoError(t, err)
+				require.Equal(t, length, k)
+				require.Equal(t, stream[off:off+length], buf.Bytes())
+			}
+			require.Positive(t, s.calls)
+		})
+	}
+}

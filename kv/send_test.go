@@ -1,0 +1,86 @@
+package kv_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"cairn/cdc"
+	"cairn/kv"
+)
+
+func TestSendFrames(t *testing.T) {
+	s, err := kv.OpenChunks(t.TempDir(), kv.ChunkOptions{MemTableSize: 4 << 20, IndexCacheSize: 1 << 20, ValueLogFileSize: 1 << 20})
+	require.NoError(t, err)
+	defer s.Close()
+	var ids []cdc.ID
+	var want []uint32
+	var all []byte
+	b := s.NewBatch()
+	for i := range 100 {
+		frame := bytes.Repeat([]byte{byte(i)}, 20<<10+i*37)
+		ids = append(ids, cdc.ID{byte(i), 7})
+		want = append(want, uint32(len(frame)))
+		all = append(all, frame...)
+		require.NoError(t, b.Put(ids[i], frame))
+	}
+	require.NoError(t, b.Flush())
+	ctx := context.Background()
+	total := int64(len(all))
+	wrong := append([]uint32(nil), want...)
+	wrong[60]++
+	missing := append([]cdc.ID(nil), ids...)
+	missing[30] = cdc.ID{0xff}
+	stopAt := func(i int) int64 { return int64(bytes.Index(all, bytes.Repeat([]byte{byte(i)}, 20<<10))) }
+
+	for _, tc := range []struct {
+		name    string
+		ids     []cdc.ID
+		want    []uint32
+		skip, n int64
+		sent    int64 // bytes written: n unless a frame stops it
+	}{
+		{"all", ids, want, 0, total, total},
+		{"inside one frame", ids, want, 100, 5000, 5000},
+		{"across frames", ids, want, 30000, 3 << 20, min(3<<20, total-30000)},
+		{"tail", ids, want, total - 10, 10, 10},
+		{"stops at a frame of another length", ids, wrong, 0, total, stopAt(60)},
+		{"stops at a missing frame", missing, want, 1000, total - 1000, stopAt(30) - 1000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			k, err := s.SendFrames(ctx, &buf, tc.ids, tc.want, tc.skip, tc.n)
+			require.NoError(t, err)
+			require.Equal(t, tc.sent, k)
+			require.Equal(t, all[tc.skip:tc.skip+tc.sent], buf.Bytes())
+		})
+	}
+
+	t.Run("socket", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer ln.Close()
+		got := make(chan []byte)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				close(got)
+				return
+			}
+			b, _ := io.ReadAll(c)
+			c.Close()
+			got <- b
+		}()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		require.NoError(t, err)
+		k, err := s.SendFrames(ctx, c, ids, want, 12345, total-12345)
+		require.NoError(t, err)
+		require.Equal(t, total-12345, k)
+		c.Close()
+		require.Equal(t, all[12345:], <-got)
+	})
+}
