@@ -103,6 +103,13 @@ func (s *Server) nar(ctx *fasthttp.RequestCtx, r route) *body {
 	}
 	ok = true
 	b := &body{r: rd, closer: closer, cancel: cancel}
+	if r.zst {
+		// Stored frames go from the page cache to the socket directly,
+		// after the header: have fasthttp send it first.
+		if b.sock = newSockWriter(ctx.Conn()); b.sock != nil {
+			ctx.Response.ImmediateHeaderFlush = true
+		}
+	}
 	ctx.SetBodyStream(b, int(length))
 	return b
 }
@@ -179,6 +186,7 @@ type body struct {
 	r      io.Reader
 	closer io.Closer
 	cancel context.CancelFunc
+	sock   *sockWriter // the client's socket, when the body may bypass fasthttp's buffer
 	line   logLine
 	n      int64
 	err    error
@@ -198,6 +206,9 @@ func (b *body) WriteTo(w io.Writer) (int64, error) {
 	var n int64
 	var err error
 	if wt, ok := b.r.(io.WriterTo); ok {
+		if b.sock != nil {
+			w = b.sock // fasthttp flushed the header; nothing else is buffered
+		}
 		n, err = wt.WriteTo(w)
 	} else {
 		n, err = io.CopyBuffer(w, b.r, make([]byte, 64<<10))

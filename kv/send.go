@@ -64,21 +64,25 @@ func (s *ChunkStore) SendFrames(ctx context.Context, w io.Writer, ids []cdc.ID, 
 			f.Close()
 		}
 	}()
-	// Check every header before the first byte goes out, so that a frame
-	// found wrong leaves nothing half sent.
+	// Check headers before the first byte goes out, so that a frame found
+	// wrong leaves nothing half sent. One entry per file and call is
+	// read back: a value-log file never changes under an offset once
+	// written, each frame's length already matched its manifest, so this
+	// guards the value pointers read from Badger's unexported field.
 	var head [2 + 3*binary.MaxVarintLen64 + 64]byte
 	for i, sp := range spans {
-		f, ok := files[sp.fid]
-		if !ok {
-			// A file the value-log GC deleted since the lookup fails to
-			// open; one opened stays readable until closed.
-			path := filepath.Join(s.logs.dir, fmt.Sprintf("%06d.vlog", sp.fid))
-			if f, err = os.Open(path); err != nil {
-				spans = spans[:i]
-				break
-			}
-			files[sp.fid] = f
+		if _, ok := files[sp.fid]; ok {
+			continue
 		}
+		// A file the value-log GC deleted since the lookup fails to open;
+		// one opened stays readable until closed.
+		path := filepath.Join(s.logs.dir, fmt.Sprintf("%06d.vlog", sp.fid))
+		f, err := os.Open(path)
+		if err != nil {
+			spans = spans[:i]
+			break
+		}
+		files[sp.fid] = f
 		key := ids[i][:]
 		if sp.hlen+len(key)+8 > len(head) {
 			spans = spans[:i]
@@ -90,37 +94,61 @@ func (s *ChunkStore) SendFrames(ctx context.Context, w io.Writer, ids []cdc.ID, 
 			break
 		}
 	}
+	if sw, ok := w.(SpliceWriter); ok {
+		return spliceSpans(w, sw, files, spans, ids, skip, n)
+	}
+	return copySpans(w, files, spans, ids, skip, n)
+}
+
+// copySpans writes the spans' parts of bytes [skip, skip+n) to w with its
+// ReadFrom: sendfile when w is a socket.
+func copySpans(w io.Writer, files map[uint32]*os.File, spans []span, ids []cdc.ID, skip, n int64) (int64, error) {
 	rf, ok := w.(io.ReaderFrom)
 	if !ok {
 		rf = readerFromWriter{w}
 	}
 	var written int64
+	err := eachPart(files, spans, ids, skip, n, func(f *os.File, off, length int64) error {
+		if _, err := f.Seek(off, io.SeekStart); err != nil {
+			return err
+		}
+		k, err := rf.ReadFrom(&io.LimitedReader{R: f, N: length})
+		written += k
+		if err == nil && k != length {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	})
+	return written, err
+}
+
+// eachPart calls fn with the file, offset and length of each span's part
+// of bytes [skip, skip+n) of the frames, in order.
+func eachPart(files map[uint32]*os.File, spans []span, ids []cdc.ID, skip, n int64, fn func(f *os.File, off, length int64) error) error {
 	var start int64 // offset of the span's first byte in the frames
 	for i, sp := range spans {
 		end := start + int64(sp.vlen)
 		from, to := max(start, skip), min(end, skip+n)
-		start = end
-		if from >= to {
-			if from >= skip+n {
-				break
+		value := sp.entry + int64(sp.hlen+len(ids[i])+8) // file offset of the value
+		if from < to {
+			if err := fn(files[sp.fid], value+from-start, to-from); err != nil {
+				return fmt.Errorf("send chunk %s: %w", ids[i], err)
 			}
-			continue
 		}
-		f := files[sp.fid]
-		off := sp.entry + int64(sp.hlen+len(ids[i])+8) + (from - (end - int64(sp.vlen)))
-		if _, err := f.Seek(off, io.SeekStart); err != nil {
-			return written, fmt.Errorf("send chunk %s: %w", ids[i], err)
-		}
-		k, err := rf.ReadFrom(&io.LimitedReader{R: f, N: to - from})
-		written += k
-		if err != nil {
-			return written, fmt.Errorf("send chunk %s: %w", ids[i], err)
-		}
-		if k != to-from {
-			return written, fmt.Errorf("send chunk %s: %w", ids[i], io.ErrUnexpectedEOF)
+		start = end
+		if start >= skip+n {
+			break
 		}
 	}
-	return written, nil
+	return nil
+}
+
+// SpliceWriter is a destination that takes bytes from a pipe without
+// copying them through this process: a TCP socket.
+type SpliceWriter interface {
+	// SpliceFrom moves n bytes from the read end of a pipe to the
+	// destination.
+	SpliceFrom(pipe int, n int) (int, error)
 }
 
 // readerFromWriter gives any writer a ReadFrom.
