@@ -29,14 +29,24 @@ type BatchSource interface {
 	Frames(ctx context.Context, ids []ID, dst []byte, ends []int) ([]byte, []int, error)
 }
 
-// FrameSender is a FrameSource that can also write frames to w straight
-// from where it keeps them, with no copy through memory when w is a socket.
-// SendFrames writes bytes [skip, skip+n) of the frames of ids, back to
-// back; want holds their promised lengths. It stops before the first frame
-// it cannot vouch for and returns how many bytes it wrote.
+// FrameSender is a FrameSource that can also send frames straight from
+// where it keeps them, with no copy through memory when the destination
+// is a socket. LocateFrames finds the frames of ids, whose promised
+// lengths are want; it stops before the first frame it cannot vouch for.
 type FrameSender interface {
 	FrameSource
-	SendFrames(ctx context.Context, w io.Writer, ids []ID, want []uint32, skip, n int64) (int64, error)
+	LocateFrames(ctx context.Context, ids []ID, want []uint32) (FrameRun, error)
+}
+
+// FrameRun is a run of located frames, ready to send.
+type FrameRun interface {
+	// Len is how many frames were located: the first Len of those asked.
+	Len() int
+	// Send writes bytes [skip, skip+n) of the located frames, back to
+	// back, to w, stopping at the end of the located ones.
+	Send(w io.Writer, skip, n int64) (int64, error)
+	// Close releases what the run holds open.
+	Close() error
 }
 
 // sendBytes is about how many frame bytes a .nar.zst copy sends per
@@ -348,32 +358,34 @@ type frameReader struct {
 	// For batched copies.
 	ids  []ID
 	ends []int
-	want []uint32
 }
 
-// send writes frames from r.off on with the source's SendFrames, as far as
-// it vouches for them, about sendBytes at a time. It returns when the range
-// is done or the source stopped at a frame it could not send.
+// send writes frames from r.off on with the source's LocateFrames, about
+// sendBytes at a time. It returns when the range is done, or at a frame
+// the source could not locate, which the caller then copies.
 func (r *frameReader) send(w io.Writer, fs FrameSender) (int64, error) {
 	var written int64
 	for r.left > 0 {
-		if err := r.ctx.Err(); err != nil {
-			return written, err
-		}
 		first, in := locate(r.n.compEnd, r.off)
-		r.ids, r.want = r.ids[:0], r.want[:0]
+		var ids []ID
+		var want []uint32
 		var size int64
 		for i := first; i < len(r.n.chunks) && size-in < min(sendBytes, r.left); i++ {
-			r.ids = append(r.ids, r.n.chunks[i].ID)
-			r.want = append(r.want, r.n.chunks[i].Comp)
+			ids = append(ids, r.n.chunks[i].ID)
+			want = append(want, r.n.chunks[i].Comp)
 			size += int64(r.n.chunks[i].Comp)
 		}
-		want := min(size-in, r.left)
-		k, err := fs.SendFrames(r.ctx, w, r.ids, r.want, in, want)
+		n := min(size-in, r.left)
+		run, err := fs.LocateFrames(r.ctx, ids, want)
+		if err != nil {
+			return written, err
+		}
+		k, err := run.Send(w, in, n)
+		run.Close()
 		written += k
 		r.off += k
 		r.left -= k
-		if err != nil || k < want {
+		if err != nil || k < n {
 			return written, err
 		}
 	}

@@ -169,19 +169,33 @@ type sender struct {
 	calls  int
 }
 
-func (s *sender) SendFrames(_ context.Context, w io.Writer, ids []cdc.ID, want []uint32, skip, n int64) (int64, error) {
+func (s *sender) LocateFrames(_ context.Context, ids []cdc.ID, want []uint32) (cdc.FrameRun, error) {
 	s.calls++
-	var all []byte
+	r := &memRun{}
 	for i, id := range ids {
 		if s.refuse[id] || len(s.memFrames[id]) != int(want[i]) {
 			break
 		}
-		all = append(all, s.memFrames[id]...)
+		r.frames = append(r.frames, s.memFrames[id]...)
+		r.n++
 	}
-	if skip >= int64(len(all)) {
+	return r, nil
+}
+
+// memRun is a run of frames memFrames located.
+type memRun struct {
+	frames []byte
+	n      int
+}
+
+func (r *memRun) Len() int     { return r.n }
+func (r *memRun) Close() error { return nil }
+
+func (r *memRun) Send(w io.Writer, skip, n int64) (int64, error) {
+	if skip >= int64(len(r.frames)) {
 		return 0, nil
 	}
-	k, err := w.Write(all[skip:min(int64(len(all)), skip+n)])
+	k, err := w.Write(r.frames[skip:min(int64(len(r.frames)), skip+n)])
 	return int64(k), err
 }
 

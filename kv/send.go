@@ -22,18 +22,35 @@ type span struct {
 	vlen  int   // value bytes
 }
 
-// SendFrames writes bytes [skip, skip+n) of the frames of ids, back to
-// back, to w straight from the value-log files: a socket behind w's
-// ReadFrom gets them by sendfile, never through this process's memory.
-// want holds each frame's promised length. It stops before the first frame
-// it cannot vouch for (not in the value log, another length, or a header
-// that is not its own) and returns the bytes written; the caller copies
-// that frame another way.
-func (s *ChunkStore) SendFrames(ctx context.Context, w io.Writer, ids []cdc.ID, want []uint32, skip, n int64) (int64, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
+// Located is a run of frames found in the value-log files, with the files
+// open, ready to be sent. Close it when done.
+type Located struct {
+	ids   []cdc.ID
+	spans []span
+	files map[uint32]*os.File
+}
+
+// Len is how many frames were located: the first Len of those asked for.
+func (l *Located) Len() int { return len(l.spans) }
+
+// Close closes the files the frames are in.
+func (l *Located) Close() error {
+	for _, f := range l.files {
+		f.Close()
 	}
-	spans := make([]span, 0, len(ids))
+	return nil
+}
+
+// LocateFrames finds the frames of ids in the value-log files and opens
+// the files they are in. want holds each frame's promised length. It stops
+// before the first frame it cannot vouch for (not in the value log,
+// another length, or in a file whose entries are not where Badger's value
+// pointers say): the caller copies that frame another way.
+func (s *ChunkStore) LocateFrames(ctx context.Context, ids []cdc.ID, want []uint32) (cdc.FrameRun, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	l := &Located{ids: ids, spans: make([]span, 0, len(ids)), files: map[uint32]*os.File{}}
 	err := s.db.View(func(txn *badger.Txn) error {
 		for i, id := range ids {
 			item, err := txn.Get(id[:])
@@ -51,53 +68,53 @@ func (s *ChunkStore) SendFrames(ctx context.Context, w io.Writer, ids []cdc.ID, 
 			if !ok || vlen != int(want[i]) {
 				return nil
 			}
-			spans = append(spans, span{fid: vp.Fid, entry: int64(vp.Offset), hlen: hlen, vlen: vlen})
+			l.spans = append(l.spans, span{fid: vp.Fid, entry: int64(vp.Offset), hlen: hlen, vlen: vlen})
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	files := map[uint32]*os.File{}
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	// Check headers before the first byte goes out, so that a frame found
-	// wrong leaves nothing half sent. One entry per file and call is
-	// read back: a value-log file never changes under an offset once
-	// written, each frame's length already matched its manifest, so this
-	// guards the value pointers read from Badger's unexported field.
+	// One entry per file is read back: a value-log file never changes
+	// under an offset once written, and each frame's length already
+	// matched its manifest, so this guards the value pointers read from
+	// Badger's unexported field.
 	var head [2 + 3*binary.MaxVarintLen64 + 64]byte
-	for i, sp := range spans {
-		if _, ok := files[sp.fid]; ok {
+	for i, sp := range l.spans {
+		if _, ok := l.files[sp.fid]; ok {
 			continue
 		}
 		// A file the value-log GC deleted since the lookup fails to open;
 		// one opened stays readable until closed.
-		path := filepath.Join(s.logs.dir, fmt.Sprintf("%06d.vlog", sp.fid))
-		f, err := os.Open(path)
+		f, err := os.Open(filepath.Join(s.logs.dir, fmt.Sprintf("%06d.vlog", sp.fid)))
 		if err != nil {
-			spans = spans[:i]
+			l.spans = l.spans[:i]
 			break
 		}
-		files[sp.fid] = f
+		l.files[sp.fid] = f
 		key := ids[i][:]
 		if sp.hlen+len(key)+8 > len(head) {
-			spans = spans[:i]
+			l.spans = l.spans[:i]
 			break
 		}
 		h := head[:sp.hlen+len(key)+8]
 		if k, err := f.ReadAt(h, sp.entry); k != len(h) || err != nil || !entryIs(h, key, sp.hlen, sp.vlen) {
-			spans = spans[:i]
+			l.spans = l.spans[:i]
 			break
 		}
 	}
+	return l, nil
+}
+
+// Send writes bytes [skip, skip+n) of the located frames, back to back,
+// to w straight from the value-log files: a socket gets them by splice or
+// sendfile, never through this process's memory. n may reach past the
+// located frames; Send then stops at their end.
+func (l *Located) Send(w io.Writer, skip, n int64) (int64, error) {
 	if sw, ok := w.(SpliceWriter); ok {
-		return spliceSpans(w, sw, files, spans, ids, skip, n)
+		return spliceSpans(w, sw, l.files, l.spans, l.ids, skip, n)
 	}
-	return copySpans(w, files, spans, ids, skip, n)
+	return copySpans(w, l.files, l.spans, l.ids, skip, n)
 }
 
 // copySpans writes the spans' parts of bytes [skip, skip+n) to w with its

@@ -13,7 +13,7 @@ import (
 	"cairn/kv"
 )
 
-func TestSendFrames(t *testing.T) {
+func TestLocateAndSendFrames(t *testing.T) {
 	s, err := kv.OpenChunks(t.TempDir(), kv.ChunkOptions{MemTableSize: 4 << 20, IndexCacheSize: 1 << 20, ValueLogFileSize: 1 << 20})
 	require.NoError(t, err)
 	defer s.Close()
@@ -53,7 +53,10 @@ func TestSendFrames(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			k, err := s.SendFrames(ctx, &buf, tc.ids, tc.want, tc.skip, tc.n)
+			run, err := s.LocateFrames(ctx, tc.ids, tc.want)
+			require.NoError(t, err)
+			defer run.Close()
+			k, err := run.Send(&buf, tc.skip, tc.n)
 			require.NoError(t, err)
 			require.Equal(t, tc.sent, k)
 			require.Equal(t, all[tc.skip:tc.skip+tc.sent], buf.Bytes())
@@ -77,7 +80,10 @@ func TestSendFrames(t *testing.T) {
 		}()
 		c, err := net.Dial("tcp", ln.Addr().String())
 		require.NoError(t, err)
-		k, err := s.SendFrames(ctx, c, ids, want, 12345, total-12345)
+		run, err := s.LocateFrames(ctx, ids, want)
+		require.NoError(t, err)
+		defer run.Close()
+		k, err := run.Send(c, 12345, total-12345)
 		require.NoError(t, err)
 		require.Equal(t, total-12345, k)
 		c.Close()

@@ -12,7 +12,7 @@ import (
 
 // pipeBytes is the pipe size spliceSpans asks for: frames gather in the
 // pipe and go to the socket in runs of up to this many bytes.
-const pipeBytes = 1 << 20
+const pipeBytes = 256 << 10
 
 // spliceSpans sends the spans' parts of bytes [skip, skip+n) to sw through
 // a pipe: each frame moves from the page cache into the pipe, and the pipe
