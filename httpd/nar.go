@@ -67,7 +67,7 @@ func (s *Server) nar(ctx *fasthttp.RequestCtx, r route) *body {
 		h.Set("ETag", etag+"-"+strconv.FormatInt(size, 36)+`"`)
 	}
 	off, length, status := size, int64(0), fasthttp.StatusOK
-	if spec := ctx.Request.Header.Peek("Range"); len(spec) > 0 {
+	if spec := ctx.Request.Header.Peek("Range"); len(spec) > 0 && rangeApplies(ctx, h) {
 		var satisfiable bool
 		off, length, satisfiable = parseRange(spec, size)
 		if !satisfiable {
@@ -137,6 +137,15 @@ func (s *Server) follow(ctx *fasthttp.RequestCtx, r route, live *appliance.Live,
 	b := &body{r: rd, cancel: cancel}
 	ctx.SetBodyStream(b, length)
 	return b
+}
+
+// rangeApplies reports whether a Range header is to be honoured: with no
+// If-Range, or one naming the response's current ETag. Any other If-Range
+// (another or a weak tag, or a date: there is no Last-Modified) asks for
+// the whole body instead (RFC 9110, 13.1.5).
+func rangeApplies(ctx *fasthttp.RequestCtx, h *fasthttp.ResponseHeader) bool {
+	cond := ctx.Request.Header.Peek("If-Range")
+	return len(cond) == 0 || bytes.Equal(bytes.TrimSpace(cond), h.Peek("ETag"))
 }
 
 // parseRange reads a single "bytes=" range against size. It returns

@@ -271,6 +271,28 @@ func TestServeRanges(t *testing.T) {
 	require.Equal(t, 206, status)
 	require.Equal(t, zfull[10:20010], zpart)
 
+	// If-Range: a range only while the ETag is still the one named.
+	_, zhdr, _ := c.get(t, "HEAD", "/nar/"+narHash+".nar.zst")
+	for _, tc := range []struct {
+		name, ifRange string
+		status        int
+	}{
+		{"current tag", zhdr.Get("ETag"), 206},
+		{"raw NAR's tag", hdr.Get("ETag"), 200},
+		{"weak tag", "W/" + zhdr.Get("ETag"), 200},
+		{"date", "Sat, 05 Dec 2026 00:00:00 GMT", 200},
+	} {
+		t.Run("If-Range "+tc.name, func(t *testing.T) {
+			status, _, body := c.get(t, "GET", "/nar/"+narHash+".nar.zst", "Range", "bytes=10-20009", "If-Range", tc.ifRange)
+			require.Equal(t, tc.status, status)
+			if status == 200 {
+				require.Equal(t, zfull, body)
+			} else {
+				require.Equal(t, zfull[10:20010], body)
+			}
+		})
+	}
+
 	// HEAD of the NAR has its length and no body.
 	status, hdr, body := c.get(t, "HEAD", path)
 	require.Equal(t, 200, status)
