@@ -33,6 +33,9 @@ type Want struct {
 	NarHash [32]byte // the expected sha256; zero means unknown, as for an upload
 	NarSize uint64   // the expected length; zero means unknown
 	Info    *NarInfo // committed with the NAR when set; its NarHash and NarSize are expected
+	// Abort, when set, ends a body read that blocks: it runs when the
+	// ingest fails part-way, so that a stalled client is not waited for.
+	Abort func()
 }
 
 // Result describes a finished ingest.
@@ -262,6 +265,10 @@ type pipeline struct {
 // cancels it at once, which also ends a body read under it.
 func (s *Store) ingest(ctx context.Context, cancel context.CancelCauseFunc, want Want, body io.Reader, comp Compression, live *Live) (res *Result, err error) {
 	defer cancel(nil)
+	if want.Abort != nil {
+		stop := context.AfterFunc(ctx, want.Abort)
+		defer stop() // before cancel(nil): a finished ingest aborts nothing
+	}
 	plain, err := decompress(ctx, comp, body, s.cfg.XZ)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadBody, err)

@@ -34,12 +34,16 @@ func badUpload(format string, args ...any) error {
 // ""). The name is remembered, so a HEAD of it answers 200 afterwards.
 func (s *Service) UploadNAR(ctx context.Context, name string, body io.Reader, contentEncoding string) (*Result, error) {
 	comp := compressionOfName(name)
+	var want Want
+	if ab, ok := body.(Aborter); ok {
+		want.Abort = ab.Abort
+	}
 	body, closeBody, err := s.contentDecoder(ctx, body, contentEncoding)
 	if err != nil {
 		return nil, err
 	}
 	defer closeBody()
-	res, err := s.store.Ingest(ctx, Want{}, body, comp)
+	res, err := s.store.Ingest(ctx, want, body, comp)
 	if err != nil {
 		if errors.Is(err, ErrBadNAR) || errors.Is(err, ErrBadBody) || errors.Is(err, ErrSizeMismatch) {
 			return nil, fmt.Errorf("%w: %s: %w", ErrBadUpload, name, err)
@@ -53,6 +57,10 @@ func (s *Service) UploadNAR(ctx context.Context, name string, body io.Reader, co
 	s.log.Info("uploaded nar", "name", name, "nar", FormatHash(res.NarHash), "size", res.NarSize, "new_chunks", res.NewChunks)
 	return res, nil
 }
+
+// Aborter is an upload body whose blocked reads can be ended: UploadNAR
+// aborts it when the NAR turns out bad before the body is all read.
+type Aborter interface{ Abort() }
 
 // compressionOfName is the compression an upload's extension names.
 func compressionOfName(name string) Compression {

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
+	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -16,6 +19,20 @@ func requestBody(ctx *fasthttp.RequestCtx) io.Reader {
 	return bytes.NewReader(ctx.Request.Body())
 }
 
+// abortable is an upload's body whose reads can be cut short: Abort makes
+// a read blocked on a stalled client return at once.
+type abortable struct {
+	io.Reader
+	conn    net.Conn
+	aborted atomic.Bool
+}
+
+// Abort ends the body's pending and later reads.
+func (a *abortable) Abort() {
+	a.aborted.Store(true)
+	_ = a.conn.SetReadDeadline(time.Now())
+}
+
 // put answers uploads: NARs, narinfos, listings, build logs and
 // realisations.
 func (s *Server) put(ctx *fasthttp.RequestCtx, r route) {
@@ -24,7 +41,14 @@ func (s *Server) put(ctx *fasthttp.RequestCtx, r route) {
 	var err error
 	switch r.kind {
 	case kindNAR, kindUpload:
-		_, err = s.svc.UploadNAR(c, r.name, body, enc)
+		if ctx.RequestBodyStream() == nil { // read whole already
+			_, err = s.svc.UploadNAR(c, r.name, body, enc)
+			break
+		}
+		ab := &abortable{Reader: body, conn: ctx.Conn()}
+		if _, err = s.svc.UploadNAR(c, r.name, ab, enc); ab.aborted.Load() {
+			ctx.SetConnectionClose() // the rest of the body is not read
+		}
 	case kindNarInfo:
 		err = s.svc.PutNarInfo(c, r.hash, body, enc)
 	case kindListing:

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -218,4 +222,37 @@ func TestPushUnnamedNARIsDropped(t *testing.T) {
 	st := openStats(t, c.Data)
 	require.Zero(t, st.NARs)
 	require.Zero(t, st.PhysicalBytes)
+}
+
+// TestPushBadNARWithStalledBodyEndsAtOnce: an upload found bad part-way is
+// answered at once, even though its client stalls before sending the rest,
+// instead of after the server's one-minute read timeout.
+func TestPushBadNARWithStalledBodyEndsAtOnce(t *testing.T) {
+	c := pushCairn(t)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(c.URL, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	auth := base64.StdEncoding.EncodeToString([]byte("cairn:" + writeToken))
+	_, err = fmt.Fprintf(conn, "PUT /nar/%s.nar HTTP/1.1\r\nHost: cairn\r\nAuthorization: Basic %s\r\nContent-Length: %d\r\n\r\n",
+		fileHash("stalled"), auth, 64<<20)
+	require.NoError(t, err)
+	_, err = conn.Write(bytes.Repeat([]byte("not a NAR "), 40000)) // then nothing more
+	require.NoError(t, err)
+
+	start := time.Now()
+	require.NoError(t, conn.SetReadDeadline(start.Add(50*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	elapsed := time.Since(start)
+	if err == nil {
+		resp.Body.Close()
+		require.Equal(t, 400, resp.StatusCode)
+	} else {
+		// The server may close with the client's unread bytes still in
+		// its buffer, which resets the connection before the 400 is read.
+		var ne net.Error
+		require.False(t, errors.As(err, &ne) && ne.Timeout(), "no answer within %s: %v", elapsed, err)
+	}
+	require.Less(t, elapsed, 10*time.Second, "the bad upload was answered only after %s", elapsed)
+	status, _, _ := c.get(t, "GET", "/healthz")
+	require.Equal(t, 200, status)
 }
