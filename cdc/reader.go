@@ -38,6 +38,16 @@ type FrameSender interface {
 	LocateFrames(ctx context.Context, ids []ID, want []uint32) (FrameRun, error)
 }
 
+// PipeWriter is a destination that takes bytes from a pipe without
+// copying them through this process: a socket. A .nar.zst copy to one
+// sends the frames straight from a FrameSender's files.
+type PipeWriter interface {
+	io.Writer
+	// SpliceFrom moves n bytes from the read end of a pipe to the
+	// destination.
+	SpliceFrom(pipe int, n int) (int, error)
+}
+
 // FrameRun is a run of located frames, ready to send.
 type FrameRun interface {
 	// Len is how many frames were located: the first Len of those asked.
@@ -511,7 +521,7 @@ func (r *frameReader) Read(p []byte) (int, error) {
 func (r *frameReader) WriteTo(w io.Writer) (int64, error) {
 	var written int64
 	if fs, ok := r.n.src.(FrameSender); ok {
-		if _, ok := w.(io.ReaderFrom); ok {
+		if _, ok := w.(PipeWriter); ok {
 			return r.sendAll(w, fs)
 		}
 	}

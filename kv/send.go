@@ -111,7 +111,7 @@ func (s *ChunkStore) LocateFrames(ctx context.Context, ids []cdc.ID, want []uint
 // sendfile, never through this process's memory. n may reach past the
 // located frames; Send then stops at their end.
 func (l *Located) Send(w io.Writer, skip, n int64) (int64, error) {
-	if sw, ok := w.(SpliceWriter); ok {
+	if sw, ok := w.(cdc.PipeWriter); ok {
 		return spliceSpans(w, sw, l.files, l.spans, l.ids, skip, n)
 	}
 	return copySpans(w, l.files, l.spans, l.ids, skip, n)
@@ -158,14 +158,6 @@ func eachPart(files map[uint32]*os.File, spans []span, ids []cdc.ID, skip, n int
 		}
 	}
 	return nil
-}
-
-// SpliceWriter is a destination that takes bytes from a pipe without
-// copying them through this process: a TCP socket.
-type SpliceWriter interface {
-	// SpliceFrom moves n bytes from the read end of a pipe to the
-	// destination.
-	SpliceFrom(pipe int, n int) (int, error)
 }
 
 // readerFromWriter gives any writer a ReadFrom.

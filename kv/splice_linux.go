@@ -19,7 +19,7 @@ const pipeBytes = 256 << 10
 // empties into the socket once it is full, so the socket sees large writes
 // even though frames are small. w takes the bytes instead when no pipe can
 // be made.
-func spliceSpans(w io.Writer, sw SpliceWriter, files map[uint32]*os.File, spans []span, ids []cdc.ID, skip, n int64) (int64, error) {
+func spliceSpans(w io.Writer, sw cdc.PipeWriter, files map[uint32]*os.File, spans []span, ids []cdc.ID, skip, n int64) (int64, error) {
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return copySpans(w, files, spans, ids, skip, n)

@@ -10,6 +10,6 @@ import (
 )
 
 // spliceSpans copies: there is no splice here.
-func spliceSpans(w io.Writer, _ SpliceWriter, files map[uint32]*os.File, spans []span, ids []cdc.ID, skip, n int64) (int64, error) {
+func spliceSpans(w io.Writer, _ cdc.PipeWriter, files map[uint32]*os.File, spans []span, ids []cdc.ID, skip, n int64) (int64, error) {
 	return copySpans(w, files, spans, ids, skip, n)
 }
