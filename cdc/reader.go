@@ -59,8 +59,8 @@ type FrameRun interface {
 	Close() error
 }
 
-// sendBytes is about how many frame bytes a .nar.zst copy sends per
-// SendFrames call.
+// sendBytes is about how many frame bytes a .nar.zst copy to a socket
+// locates and sends at once.
 const sendBytes = 4 << 20
 
 // batchBytes is about how many frame bytes a .nar.zst copy fetches and
@@ -469,20 +469,20 @@ func (r *frameReader) next() ([]byte, error) {
 	return part, nil
 }
 
-// sendAll writes the rest of the range with the source's SendFrames,
-// copying one frame the other way wherever it stops.
+// sendAll writes the rest of the range from the source's files, copying
+// one frame the other way wherever a run stops short. It returns early,
+// with the range not done, when the source locates nothing at all.
 func (r *frameReader) sendAll(w io.Writer, fs FrameSender) (int64, error) {
 	var written int64
 	for r.left > 0 {
 		if r.pos == len(r.buf) {
 			k, err := r.send(w, fs)
 			written += k
-			if err != nil || r.left == 0 {
+			if err != nil || r.left == 0 || k == 0 {
 				return written, err
 			}
 		}
-		// The frame SendFrames stopped at, or the rest of a partly
-		// written one.
+		// The frame a run stopped at, or the rest of a partly sent one.
 		part, err := r.next()
 		if err != nil {
 			return written, err
@@ -516,13 +516,19 @@ func (r *frameReader) Read(p []byte) (int, error) {
 	return k, nil
 }
 
-// WriteTo writes the rest of the range to w, frame by frame, with no
-// intermediate copy.
+// WriteTo writes the rest of the range to w: straight from the source's
+// files when w is a socket, else a batch of frames per write when the
+// source can fetch batches, else frame by frame.
 func (r *frameReader) WriteTo(w io.Writer) (int64, error) {
 	var written int64
 	if fs, ok := r.n.src.(FrameSender); ok {
 		if _, ok := w.(PipeWriter); ok {
-			return r.sendAll(w, fs)
+			n, err := r.sendAll(w, fs)
+			written += n
+			if err != nil || r.left == 0 {
+				return written, err
+			}
+			// The source located nothing here: copy the rest.
 		}
 	}
 	if bs, ok := r.n.src.(BatchSource); ok && r.pos == len(r.buf) {

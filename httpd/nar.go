@@ -103,7 +103,7 @@ func (s *Server) nar(ctx *fasthttp.RequestCtx, r route) *body {
 	}
 	ok = true
 	b := &body{r: rd, closer: closer, cancel: cancel}
-	if r.zst {
+	if r.zst && length >= sockMin {
 		// Stored frames go from the page cache to the socket directly,
 		// after the header: have fasthttp send it first.
 		if b.sock = newSockWriter(ctx.Conn()); b.sock != nil {
@@ -147,6 +147,10 @@ func rangeApplies(ctx *fasthttp.RequestCtx, h *fasthttp.ResponseHeader) bool {
 	cond := ctx.Request.Header.Peek("If-Range")
 	return len(cond) == 0 || bytes.Equal(bytes.TrimSpace(cond), h.Peek("ETag"))
 }
+
+// sockMin is the smallest .nar.zst body sent straight to the socket: below
+// it, the header's own packet costs more than the copy saves.
+const sockMin = 256 << 10
 
 // parseRange reads a single "bytes=" range against size. It returns
 // length -1 for a header to ignore (malformed or several ranges: the whole
@@ -210,7 +214,8 @@ func (b *body) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// WriteTo lets a frame reader write straight into the connection's buffer.
+// WriteTo lets a frame reader write straight into the connection's buffer,
+// or, with sock set, to the socket itself.
 func (b *body) WriteTo(w io.Writer) (int64, error) {
 	var n int64
 	var err error
@@ -231,6 +236,9 @@ func (b *body) WriteTo(w io.Writer) (int64, error) {
 
 func (b *body) Close() error {
 	b.cancel()
+	if b.sock != nil {
+		b.sock.done()
+	}
 	if b.closer != nil {
 		b.closer.Close()
 	}

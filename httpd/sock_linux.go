@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,8 +15,9 @@ import (
 // page cache to the socket by splice and sendfile, never through this
 // process's memory.
 type sockWriter struct {
-	c  *net.TCPConn
-	rc syscall.RawConn
+	c     *net.TCPConn
+	rc    syscall.RawConn
+	stall time.Duration // sendStall, but for tests
 }
 
 // newSockWriter returns a sockWriter for c, or nil when c is not a TCP
@@ -29,17 +31,39 @@ func newSockWriter(c net.Conn) *sockWriter {
 	if err != nil {
 		return nil
 	}
-	return &sockWriter{c: tc, rc: rc}
+	return &sockWriter{c: tc, rc: rc, stall: sendStall}
 }
 
-func (s *sockWriter) Write(p []byte) (int, error) { return s.c.Write(p) }
+// sendStall is how long a write to the socket may make no progress before
+// the response is cut: a client that stops reading must not hold the
+// value-log files and pipe pages of its response for ever.
+const sendStall = time.Minute
+
+// stallDeadline sets the socket's write deadline s.stall from now.
+func (s *sockWriter) stallDeadline() {
+	_ = s.c.SetWriteDeadline(time.Now().Add(s.stall))
+}
+
+// done clears the write deadline, which the next response on the
+// connection must not inherit.
+func (s *sockWriter) done() { _ = s.c.SetWriteDeadline(time.Time{}) }
+
+func (s *sockWriter) Write(p []byte) (int, error) {
+	s.stallDeadline()
+	return s.c.Write(p)
+}
 
 // ReadFrom sends a file's bytes with sendfile.
-func (s *sockWriter) ReadFrom(r io.Reader) (int64, error) { return s.c.ReadFrom(r) }
+func (s *sockWriter) ReadFrom(r io.Reader) (int64, error) {
+	s.stallDeadline()
+	return s.c.ReadFrom(r)
+}
 
 // SpliceFrom moves n bytes from the read end of a pipe to the socket,
-// waiting for the socket to drain as a write would.
+// waiting for the socket to drain as a write would, for up to sendStall
+// without progress.
 func (s *sockWriter) SpliceFrom(pipe int, n int) (int, error) {
+	s.stallDeadline()
 	done := 0
 	var serr error
 	err := s.rc.Write(func(fd uintptr) bool {
@@ -48,6 +72,7 @@ func (s *sockWriter) SpliceFrom(pipe int, n int) (int, error) {
 			switch {
 			case k > 0:
 				done += int(k)
+				s.stallDeadline() // progress: a slow client is not a stalled one
 			case errors.Is(err, unix.EINTR):
 			case errors.Is(err, unix.EAGAIN):
 				return false // wait until the socket takes more

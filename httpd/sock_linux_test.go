@@ -5,9 +5,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"cairn/cdc"
 	"cairn/kv"
@@ -75,4 +78,39 @@ func TestSockWriterSplicesFrames(t *testing.T) {
 			require.Equal(t, all[tc.skip:tc.skip+tc.n], <-got)
 		})
 	}
+}
+
+// TestSockWriterCutsAStalledClient: a client that stops reading gets its
+// response cut once no byte has moved for the stall time.
+func TestSockWriterCutsAStalledClient(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer client.Close() // and never read
+	c, err := ln.Accept()
+	require.NoError(t, err)
+	defer c.Close()
+	sw := newSockWriter(c)
+	sw.stall = 200 * time.Millisecond
+
+	var p [2]int
+	require.NoError(t, unix.Pipe2(p[:], unix.O_CLOEXEC))
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	chunk := make([]byte, 64<<10)
+	start := time.Now()
+	var sent int
+	for time.Since(start) < 20*time.Second {
+		k, err := unix.Write(p[1], chunk)
+		require.NoError(t, err)
+		n, err := sw.SpliceFrom(p[0], k)
+		sent += n
+		if err != nil {
+			require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+			break
+		}
+	}
+	require.Less(t, time.Since(start), 10*time.Second, "still sending after %d bytes", sent)
 }

@@ -5,7 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -20,17 +20,33 @@ func requestBody(ctx *fasthttp.RequestCtx) io.Reader {
 }
 
 // abortable is an upload's body whose reads can be cut short: Abort makes
-// a read blocked on a stalled client return at once.
+// a read blocked on a stalled client return at once. Once the handler is
+// done with the body (finish), Abort does nothing: the connection may be
+// serving the next request by then.
 type abortable struct {
 	io.Reader
-	conn    net.Conn
-	aborted atomic.Bool
+	conn     net.Conn
+	mu       sync.Mutex
+	aborted  bool
+	finished bool
 }
 
 // Abort ends the body's pending and later reads.
 func (a *abortable) Abort() {
-	a.aborted.Store(true)
-	_ = a.conn.SetReadDeadline(time.Now())
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.finished {
+		a.aborted = true
+		_ = a.conn.SetReadDeadline(time.Now())
+	}
+}
+
+// finish ends the body's use and reports whether it was aborted.
+func (a *abortable) finish() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.finished = true
+	return a.aborted
 }
 
 // put answers uploads: NARs, narinfos, listings, build logs and
@@ -46,7 +62,7 @@ func (s *Server) put(ctx *fasthttp.RequestCtx, r route) {
 			break
 		}
 		ab := &abortable{Reader: body, conn: ctx.Conn()}
-		if _, err = s.svc.UploadNAR(c, r.name, ab, enc); ab.aborted.Load() {
+		if _, err = s.svc.UploadNAR(c, r.name, ab, enc); ab.finish() {
 			ctx.SetConnectionClose() // the rest of the body is not read
 		}
 	case kindNarInfo:

@@ -22,19 +22,23 @@ type span struct {
 	vlen  int   // value bytes
 }
 
-// Located is a run of frames found in the value-log files, with the files
-// open, ready to be sent. Close it when done.
-type Located struct {
+// errStop ends a send early without failing it: a file ended before a
+// frame did, and the caller copies the rest another way.
+var errStop = errors.New("file ends early")
+
+// located is a run of frames found in the value-log files, with the files
+// open, ready to be sent.
+type located struct {
 	ids   []cdc.ID
 	spans []span
 	files map[uint32]*os.File
 }
 
 // Len is how many frames were located: the first Len of those asked for.
-func (l *Located) Len() int { return len(l.spans) }
+func (l *located) Len() int { return len(l.spans) }
 
 // Close closes the files the frames are in.
-func (l *Located) Close() error {
+func (l *located) Close() error {
 	for _, f := range l.files {
 		f.Close()
 	}
@@ -50,7 +54,7 @@ func (s *ChunkStore) LocateFrames(ctx context.Context, ids []cdc.ID, want []uint
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	l := &Located{ids: ids, spans: make([]span, 0, len(ids)), files: map[uint32]*os.File{}}
+	l := &located{ids: ids, spans: make([]span, 0, len(ids)), files: map[uint32]*os.File{}}
 	err := s.db.View(func(txn *badger.Txn) error {
 		for i, id := range ids {
 			item, err := txn.Get(id[:])
@@ -58,7 +62,7 @@ func (s *ChunkStore) LocateFrames(ctx context.Context, ids []cdc.ID, want []uint
 				return nil // the copy path reports it
 			}
 			if err != nil {
-				return fmt.Errorf("chunk %s: %w", id, err)
+				return fmt.Errorf("locate chunk %s: %w", id, err)
 			}
 			vp, ok := valuePointer(item)
 			if !ok {
@@ -75,17 +79,17 @@ func (s *ChunkStore) LocateFrames(ctx context.Context, ids []cdc.ID, want []uint
 	if err != nil {
 		return nil, err
 	}
-	// One entry per file is read back: a value-log file never changes
-	// under an offset once written, and each frame's length already
-	// matched its manifest, so this guards the value pointers read from
-	// Badger's unexported field.
+	// One entry per file is read back. The bytes under a written offset
+	// never change until the value-log GC truncates the whole file to
+	// delete it (a send then stops short, see errStop), and each frame's
+	// length already matched its manifest, so this guards the value
+	// pointers read from Badger's unexported field.
 	var head [2 + 3*binary.MaxVarintLen64 + 64]byte
 	for i, sp := range l.spans {
 		if _, ok := l.files[sp.fid]; ok {
 			continue
 		}
-		// A file the value-log GC deleted since the lookup fails to open;
-		// one opened stays readable until closed.
+		// A file the value-log GC deleted since the lookup fails to open.
 		f, err := os.Open(filepath.Join(s.logs.dir, fmt.Sprintf("%06d.vlog", sp.fid)))
 		if err != nil {
 			l.spans = l.spans[:i]
@@ -108,9 +112,10 @@ func (s *ChunkStore) LocateFrames(ctx context.Context, ids []cdc.ID, want []uint
 
 // Send writes bytes [skip, skip+n) of the located frames, back to back,
 // to w straight from the value-log files: a socket gets them by splice or
-// sendfile, never through this process's memory. n may reach past the
-// located frames; Send then stops at their end.
-func (l *Located) Send(w io.Writer, skip, n int64) (int64, error) {
+// sendfile, never through this process's memory. It stops early, with no
+// error, at the end of the located frames or where a file ends (deleted by
+// the value-log GC meanwhile).
+func (l *located) Send(w io.Writer, skip, n int64) (int64, error) {
 	if sw, ok := w.(cdc.PipeWriter); ok {
 		return spliceSpans(w, sw, l.files, l.spans, l.ids, skip, n)
 	}
@@ -132,10 +137,13 @@ func copySpans(w io.Writer, files map[uint32]*os.File, spans []span, ids []cdc.I
 		k, err := rf.ReadFrom(&io.LimitedReader{R: f, N: length})
 		written += k
 		if err == nil && k != length {
-			err = io.ErrUnexpectedEOF
+			err = errStop // the file ends early
 		}
 		return err
 	})
+	if errors.Is(err, errStop) {
+		err = nil
+	}
 	return written, err
 }
 

@@ -90,3 +90,52 @@ func TestLocateAndSendFrames(t *testing.T) {
 		require.Equal(t, all[12345:], <-got)
 	})
 }
+
+// TestSendStopsWhereGCTruncatedAFile: the value-log GC truncates a file
+// before deleting it, even while a located run holds it open. Send then
+// stops short without an error, and what it sent is right.
+func TestSendStopsWhereGCTruncatedAFile(t *testing.T) {
+	s, err := kv.OpenChunks(t.TempDir(), kv.ChunkOptions{MemTableSize: 4 << 20, IndexCacheSize: 1 << 20, ValueLogFileSize: 1 << 20})
+	require.NoError(t, err)
+	defer s.Close()
+	var ids []cdc.ID
+	var all []byte
+	b := s.NewBatch()
+	for i := range 200 {
+		frame := bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 8<<10)
+		ids = append(ids, cdc.ID{byte(i), byte(i >> 8), 3})
+		all = append(all, frame...)
+		require.NoError(t, b.Put(ids[i], frame))
+	}
+	require.NoError(t, b.Flush())
+	require.NoError(t, s.Sync())
+	var gone, kept []cdc.ID
+	for i, id := range ids {
+		if i%4 == 0 {
+			kept = append(kept, id)
+		} else {
+			gone = append(gone, id)
+		}
+	}
+	require.NoError(t, s.Delete(gone))
+	want := make([]uint32, len(kept))
+	var keptBytes []byte
+	for k, id := range kept {
+		want[k] = 16 << 10
+		i := int(id[0]) | int(id[1])<<8
+		keptBytes = append(keptBytes, all[i*(16<<10):(i+1)*(16<<10)]...)
+	}
+	run, err := s.LocateFrames(context.Background(), kept, want)
+	require.NoError(t, err)
+	defer run.Close()
+	require.Equal(t, len(kept), run.Len())
+	rewrote, err := s.Reclaim(context.Background(), 0.1)
+	require.NoError(t, err)
+	require.Positive(t, rewrote)
+
+	var buf bytes.Buffer
+	k, err := run.Send(&buf, 0, int64(len(keptBytes)))
+	require.NoError(t, err)
+	require.Less(t, k, int64(len(keptBytes)), "a rewritten file was truncated under the run")
+	require.Equal(t, keptBytes[:k], buf.Bytes())
+}

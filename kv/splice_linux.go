@@ -48,14 +48,18 @@ func spliceSpans(w io.Writer, sw cdc.PipeWriter, files map[uint32]*os.File, span
 				if err := drain(); err != nil {
 					return err
 				}
-			case err != nil:
-				return err
 			default:
-				return io.ErrUnexpectedEOF
+				// The file ends early (the value-log GC truncates a file
+				// before deleting it) or cannot be spliced: the caller
+				// goes on from here another way.
+				return errStop
 			}
 		}
 		return nil
 	})
+	if errors.Is(err, errStop) {
+		err = nil
+	}
 	if err == nil && inPipe > 0 {
 		err = drain()
 	}
