@@ -483,18 +483,25 @@ func (r *frameReader) sendAll(w io.Writer, fs FrameSender) (int64, error) {
 			}
 		}
 		// The frame a run stopped at, or the rest of a partly sent one.
-		part, err := r.next()
-		if err != nil {
-			return written, err
-		}
-		k, err := w.Write(part)
-		written += int64(k)
-		r.advance(k)
+		k, err := r.writePart(w)
+		written += k
 		if err != nil {
 			return written, err
 		}
 	}
 	return written, nil
+}
+
+// writePart writes the unread part of the current frame to w, fetching
+// the next frame first when the current one is used up.
+func (r *frameReader) writePart(w io.Writer) (int64, error) {
+	part, err := r.next()
+	if err != nil {
+		return 0, err
+	}
+	k, err := w.Write(part)
+	r.advance(k)
+	return int64(k), err
 }
 
 func (r *frameReader) advance(k int) {
@@ -539,13 +546,8 @@ func (r *frameReader) WriteTo(w io.Writer) (int64, error) {
 		}
 	}
 	for r.left > 0 {
-		part, err := r.next()
-		if err != nil {
-			return written, err
-		}
-		k, err := w.Write(part)
-		written += int64(k)
-		r.advance(k)
+		k, err := r.writePart(w)
+		written += k
 		if err != nil {
 			return written, err
 		}

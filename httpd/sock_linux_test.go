@@ -12,32 +12,22 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"cairn/cdc"
-	"cairn/kv"
+	"cairn/internal/nixtest"
 )
 
 // TestSockWriterSplicesFrames sends stored frames to a real socket through
 // a pipe, in runs longer than the pipe holds, and checks every byte.
 func TestSockWriterSplicesFrames(t *testing.T) {
-	s, err := kv.OpenChunks(t.TempDir(), kv.ChunkOptions{MemTableSize: 4 << 20, IndexCacheSize: 1 << 20, ValueLogFileSize: 1 << 20})
-	require.NoError(t, err)
-	defer s.Close()
 	rng := rand.New(rand.NewPCG(1, 2))
-	var ids []cdc.ID
-	var want []uint32
-	var all []byte
-	b := s.NewBatch()
-	for i := range 300 {
+	var frames [][]byte
+	for range 300 {
 		frame := make([]byte, 1000+rng.IntN(40<<10))
 		for j := range frame {
 			frame[j] = byte(rng.Uint32())
 		}
-		ids = append(ids, cdc.ID{byte(i), byte(i >> 8), 9})
-		want = append(want, uint32(len(frame)))
-		all = append(all, frame...)
-		require.NoError(t, b.Put(ids[i], frame))
+		frames = append(frames, frame)
 	}
-	require.NoError(t, b.Flush())
+	s, ids, want, all := nixtest.StoredFrames(t, frames)
 	total := int64(len(all))
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -10,25 +10,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"cairn/cdc"
-	"cairn/kv"
+	"cairn/internal/nixtest"
 )
 
 func TestLocateAndSendFrames(t *testing.T) {
-	s, err := kv.OpenChunks(t.TempDir(), kv.ChunkOptions{MemTableSize: 4 << 20, IndexCacheSize: 1 << 20, ValueLogFileSize: 1 << 20})
-	require.NoError(t, err)
-	defer s.Close()
-	var ids []cdc.ID
-	var want []uint32
-	var all []byte
-	b := s.NewBatch()
+	var frames [][]byte
 	for i := range 100 {
-		frame := bytes.Repeat([]byte{byte(i)}, 20<<10+i*37)
-		ids = append(ids, cdc.ID{byte(i), 7})
-		want = append(want, uint32(len(frame)))
-		all = append(all, frame...)
-		require.NoError(t, b.Put(ids[i], frame))
+		frames = append(frames, bytes.Repeat([]byte{byte(i)}, 20<<10+i*37))
 	}
-	require.NoError(t, b.Flush())
+	s, ids, want, all := nixtest.StoredFrames(t, frames)
 	ctx := context.Background()
 	total := int64(len(all))
 	wrong := append([]uint32(nil), want...)
@@ -95,36 +85,24 @@ func TestLocateAndSendFrames(t *testing.T) {
 // before deleting it, even while a located run holds it open. Send then
 // stops short without an error, and what it sent is right.
 func TestSendStopsWhereGCTruncatedAFile(t *testing.T) {
-	s, err := kv.OpenChunks(t.TempDir(), kv.ChunkOptions{MemTableSize: 4 << 20, IndexCacheSize: 1 << 20, ValueLogFileSize: 1 << 20})
-	require.NoError(t, err)
-	defer s.Close()
-	var ids []cdc.ID
-	var all []byte
-	b := s.NewBatch()
+	var frames [][]byte
 	for i := range 200 {
-		frame := bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 8<<10)
-		ids = append(ids, cdc.ID{byte(i), byte(i >> 8), 3})
-		all = append(all, frame...)
-		require.NoError(t, b.Put(ids[i], frame))
+		frames = append(frames, bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 8<<10))
 	}
-	require.NoError(t, b.Flush())
-	require.NoError(t, s.Sync())
+	s, ids, _, _ := nixtest.StoredFrames(t, frames)
 	var gone, kept []cdc.ID
+	var want []uint32
+	var keptBytes []byte
 	for i, id := range ids {
-		if i%4 == 0 {
-			kept = append(kept, id)
-		} else {
+		if i%4 != 0 {
 			gone = append(gone, id)
+			continue
 		}
+		kept = append(kept, id)
+		want = append(want, uint32(len(frames[i])))
+		keptBytes = append(keptBytes, frames[i]...)
 	}
 	require.NoError(t, s.Delete(gone))
-	want := make([]uint32, len(kept))
-	var keptBytes []byte
-	for k, id := range kept {
-		want[k] = 16 << 10
-		i := int(id[0]) | int(id[1])<<8
-		keptBytes = append(keptBytes, all[i*(16<<10):(i+1)*(16<<10)]...)
-	}
 	run, err := s.LocateFrames(context.Background(), kept, want)
 	require.NoError(t, err)
 	defer run.Close()
