@@ -45,7 +45,9 @@ func ParseCompression(s string) (Compression, error) {
 
 // decompress returns a reader of body's plaintext. xzPath, when not empty,
 // is the xz binary, which decodes several times faster than pure Go.
-func decompress(ctx context.Context, c Compression, body io.Reader, xzPath string) (io.ReadCloser, error) {
+// abort, when set, ends a read of body that blocks: closing the reader
+// uses it so that nothing reads body afterwards.
+func decompress(ctx context.Context, c Compression, body io.Reader, xzPath string, abort func()) (io.ReadCloser, error) {
 	switch c {
 	case CompressionNone:
 		return io.NopCloser(body), nil
@@ -59,7 +61,7 @@ func decompress(ctx context.Context, c Compression, body io.Reader, xzPath strin
 		return d.IOReadCloser(), nil
 	case CompressionXZ:
 		if xzPath != "" {
-			return xzCommand(ctx, xzPath, body)
+			return xzCommand(ctx, xzPath, body, abort)
 		}
 		r, err := xz.NewReader(body)
 		if err != nil {
@@ -70,21 +72,30 @@ func decompress(ctx context.Context, c Compression, body io.Reader, xzPath strin
 	return nil, fmt.Errorf("%w: %q", ErrCompression, c)
 }
 
-// xzCmd is a running `xz -dc`, read through its stdout.
+// xzCmd is a running `xz -dc`, read through its stdout, with a goroutine
+// feeding it the body.
 type xzCmd struct {
 	cmd    *exec.Cmd
 	out    io.ReadCloser
 	stderr *bytes.Buffer
 	cancel context.CancelFunc
+	fed    chan struct{} // closed when the feeding goroutine is done
+	abort  func()        // ends a blocked read of the body, or nil
 }
 
-func xzCommand(ctx context.Context, path string, body io.Reader) (io.ReadCloser, error) {
+func xzCommand(ctx context.Context, path string, body io.Reader, abort func()) (io.ReadCloser, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	cmd := exec.CommandContext(ctx, path, "-dc", "--single-stream")
-	cmd.Stdin = body
 	cmd.WaitDelay = 2 * time.Second
 	stderr := new(bytes.Buffer)
 	cmd.Stderr = stderr
+	// The body is fed by a goroutine of ours rather than exec's, so that
+	// Close can end it (see stopFeed).
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("xz: stdin: %w", err)
+	}
 	// A blocking pipe: reads park one thread in the kernel instead of
 	// cycling through the netpoller every time xz falls behind. 1 MiB
 	// instead of 64 KiB lets both sides run in long stretches.
@@ -96,14 +107,20 @@ func xzCommand(ctx context.Context, path string, body io.Reader) (io.ReadCloser,
 	_, _ = unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, 1<<20)
 	out, w := os.NewFile(uintptr(fds[0]), "xz-stdout"), os.NewFile(uintptr(fds[1]), "xz-stdout-w")
 	cmd.Stdout = w
-	err := cmd.Start()
+	err = cmd.Start()
 	w.Close()
 	if err != nil {
 		out.Close()
 		cancel()
 		return nil, fmt.Errorf("xz: start %s: %w", path, err)
 	}
-	return &xzCmd{cmd: cmd, out: out, stderr: stderr, cancel: cancel}, nil
+	x := &xzCmd{cmd: cmd, out: out, stderr: stderr, cancel: cancel, fed: make(chan struct{}), abort: abort}
+	go func() {
+		defer close(x.fed)
+		_, _ = io.Copy(stdin, body) // ends when xz exits, the body ends or fails
+		stdin.Close()
+	}()
+	return x, nil
 }
 
 func (x *xzCmd) Read(p []byte) (int, error) {
@@ -130,12 +147,30 @@ func (x *xzCmd) wait() error {
 	return nil
 }
 
-// Close stops xz if it is still running.
+// Close stops xz if it is still running, and the feeding goroutine.
 func (x *xzCmd) Close() error {
 	x.cancel()
 	x.out.Close()
 	if x.cmd.ProcessState == nil {
 		_ = x.cmd.Wait()
 	}
+	x.stopFeed()
 	return nil
+}
+
+// stopFeed ends the goroutine feeding xz. It may still be blocked reading
+// a stalled body after xz exited (a corrupt stream, or bytes past its end).
+// With an abort, that read is ended and waited for, so that an upload's
+// request stream is never read after its handler returns; without one,
+// the body's own context ends it.
+func (x *xzCmd) stopFeed() {
+	select {
+	case <-x.fed:
+		return
+	default:
+	}
+	if x.abort != nil {
+		x.abort()
+		<-x.fed
+	}
 }

@@ -53,5 +53,5 @@ func Decompress(ctx context.Context, c Compression, body io.Reader) (io.ReadClos
 	if c == CompressionXZ {
 		xzPath, _ = exec.LookPath("xz")
 	}
-	return decompress(ctx, c, body, xzPath)
+	return decompress(ctx, c, body, xzPath, nil)
 }

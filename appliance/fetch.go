@@ -74,7 +74,7 @@ func (f *failover) openHere() error {
 	if err != nil {
 		return err
 	}
-	plain, err := decompress(f.ctx, comp, body, f.s.store.cfg.XZ)
+	plain, err := decompress(f.ctx, comp, body, f.s.store.cfg.XZ, nil)
 	if err != nil {
 		body.Close()
 		return fmt.Errorf("%s: %w", u.String(), err)

@@ -269,7 +269,7 @@ func (s *Store) ingest(ctx context.Context, cancel context.CancelCauseFunc, want
 		stop := context.AfterFunc(ctx, want.Abort)
 		defer stop() // before cancel(nil): a finished ingest aborts nothing
 	}
-	plain, err := decompress(ctx, comp, body, s.cfg.XZ)
+	plain, err := decompress(ctx, comp, body, s.cfg.XZ, want.Abort)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadBody, err)
 	}

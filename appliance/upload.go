@@ -38,7 +38,7 @@ func (s *Service) UploadNAR(ctx context.Context, name string, body io.Reader, co
 	if ab, ok := body.(Aborter); ok {
 		want.Abort = ab.Abort
 	}
-	body, closeBody, err := s.contentDecoder(ctx, body, contentEncoding)
+	body, closeBody, err := s.contentDecoder(ctx, body, contentEncoding, want.Abort)
 	if err != nil {
 		return nil, err
 	}
@@ -75,8 +75,9 @@ func compressionOfName(name string) Compression {
 	return CompressionNone
 }
 
-// contentDecoder undoes a request's Content-Encoding.
-func (s *Service) contentDecoder(ctx context.Context, body io.Reader, encoding string) (io.Reader, func(), error) {
+// contentDecoder undoes a request's Content-Encoding. abort, when set,
+// ends a blocked read of body (see decompress).
+func (s *Service) contentDecoder(ctx context.Context, body io.Reader, encoding string, abort func()) (io.Reader, func(), error) {
 	var comp Compression
 	switch strings.ToLower(strings.TrimSpace(encoding)) {
 	case "", "identity":
@@ -90,7 +91,7 @@ func (s *Service) contentDecoder(ctx context.Context, body io.Reader, encoding s
 	default:
 		return nil, nil, badUpload("Content-Encoding %q is not supported (xz, zstd, bzip2)", encoding)
 	}
-	r, err := decompress(ctx, comp, body, s.store.cfg.XZ)
+	r, err := decompress(ctx, comp, body, s.store.cfg.XZ, abort)
 	if err != nil {
 		return nil, nil, badUpload("Content-Encoding %s: %v", encoding, err)
 	}
@@ -100,7 +101,7 @@ func (s *Service) contentDecoder(ctx context.Context, body io.Reader, encoding s
 // readSmall reads an uploaded document of at most limit bytes after its
 // Content-Encoding is undone.
 func (s *Service) readSmall(ctx context.Context, what string, body io.Reader, encoding string, limit int64) ([]byte, error) {
-	r, closeBody, err := s.contentDecoder(ctx, body, encoding)
+	r, closeBody, err := s.contentDecoder(ctx, body, encoding, nil)
 	if err != nil {
 		return nil, err
 	}

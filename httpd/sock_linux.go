@@ -48,10 +48,24 @@ func (s *sockWriter) stallDeadline() {
 // connection must not inherit.
 func (s *sockWriter) done() { _ = s.c.SetWriteDeadline(time.Time{}) }
 
+// Write writes p in pieces of writePiece bytes, extending the stall
+// deadline before each, so that a slow client is not taken for a stalled
+// one.
 func (s *sockWriter) Write(p []byte) (int, error) {
-	s.stallDeadline()
-	return s.c.Write(p)
+	done := 0
+	for done < len(p) {
+		s.stallDeadline()
+		k, err := s.c.Write(p[done:min(len(p), done+writePiece)])
+		done += k
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
 }
+
+// writePiece is how many bytes Write hands the socket at a time.
+const writePiece = 64 << 10
 
 // ReadFrom sends a file's bytes with sendfile.
 func (s *sockWriter) ReadFrom(r io.Reader) (int64, error) {

@@ -55,6 +55,7 @@ func (s *Server) put(ctx *fasthttp.RequestCtx, r route) {
 	c := context.Background()
 	body, enc := requestBody(ctx), string(ctx.Request.Header.Peek("Content-Encoding"))
 	var err error
+	aborted := false
 	switch r.kind {
 	case kindNAR, kindUpload:
 		if ctx.RequestBodyStream() == nil { // read whole already
@@ -62,9 +63,8 @@ func (s *Server) put(ctx *fasthttp.RequestCtx, r route) {
 			break
 		}
 		ab := &abortable{Reader: body, conn: ctx.Conn()}
-		if _, err = s.svc.UploadNAR(c, r.name, ab, enc); ab.finish() {
-			ctx.SetConnectionClose() // the rest of the body is not read
-		}
+		_, err = s.svc.UploadNAR(c, r.name, ab, enc)
+		aborted = ab.finish()
 	case kindNarInfo:
 		err = s.svc.PutNarInfo(c, r.hash, body, enc)
 	case kindListing:
@@ -81,6 +81,9 @@ func (s *Server) put(ctx *fasthttp.RequestCtx, r route) {
 	}
 	if err != nil {
 		s.error(ctx, "upload "+r.name, err)
+		if aborted {
+			ctx.SetConnectionClose() // the rest of the body is not read
+		}
 		return
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
