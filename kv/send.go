@@ -117,24 +117,20 @@ func (s *ChunkStore) LocateFrames(ctx context.Context, ids []cdc.ID, want []uint
 // the value-log GC meanwhile).
 func (l *located) Send(w io.Writer, skip, n int64) (int64, error) {
 	if sw, ok := w.(cdc.PipeWriter); ok {
-		return spliceSpans(w, sw, l.files, l.spans, l.ids, skip, n)
+		return spliceSpans(sw, l.files, l.spans, l.ids, skip, n)
 	}
 	return copySpans(w, l.files, l.spans, l.ids, skip, n)
 }
 
-// copySpans writes the spans' parts of bytes [skip, skip+n) to w with its
-// ReadFrom: sendfile when w is a socket.
+// copySpans writes the spans' parts of bytes [skip, skip+n) to w with
+// io.Copy: sendfile when w is a socket.
 func copySpans(w io.Writer, files map[uint32]*os.File, spans []span, ids []cdc.ID, skip, n int64) (int64, error) {
-	rf, ok := w.(io.ReaderFrom)
-	if !ok {
-		rf = readerFromWriter{w}
-	}
 	var written int64
 	err := eachPart(files, spans, ids, skip, n, func(f *os.File, off, length int64) error {
 		if _, err := f.Seek(off, io.SeekStart); err != nil {
 			return err
 		}
-		k, err := rf.ReadFrom(&io.LimitedReader{R: f, N: length})
+		k, err := io.Copy(w, &io.LimitedReader{R: f, N: length})
 		written += k
 		if err == nil && k != length {
 			err = errStop // the file ends early
@@ -166,11 +162,4 @@ func eachPart(files map[uint32]*os.File, spans []span, ids []cdc.ID, skip, n int
 		}
 	}
 	return nil
-}
-
-// readerFromWriter gives any writer a ReadFrom.
-type readerFromWriter struct{ io.Writer }
-
-func (w readerFromWriter) ReadFrom(r io.Reader) (int64, error) {
-	return io.Copy(w.Writer, r)
 }

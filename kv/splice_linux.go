@@ -2,7 +2,6 @@ package kv
 
 import (
 	"errors"
-	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -17,12 +16,12 @@ const pipeBytes = 256 << 10
 // spliceSpans sends the spans' parts of bytes [skip, skip+n) to sw through
 // a pipe: each frame moves from the page cache into the pipe, and the pipe
 // empties into the socket once it is full, so the socket sees large writes
-// even though frames are small. w takes the bytes instead when no pipe can
-// be made.
-func spliceSpans(w io.Writer, sw cdc.PipeWriter, files map[uint32]*os.File, spans []span, ids []cdc.ID, skip, n int64) (int64, error) {
+// even though frames are small. It copies instead when no pipe can be
+// made.
+func spliceSpans(sw cdc.PipeWriter, files map[uint32]*os.File, spans []span, ids []cdc.ID, skip, n int64) (int64, error) {
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		return copySpans(w, files, spans, ids, skip, n)
+		return copySpans(sw, files, spans, ids, skip, n)
 	}
 	defer unix.Close(p[0])
 	defer unix.Close(p[1])
