@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"strconv"
+	"time"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/valyala/fasthttp"
@@ -102,11 +104,12 @@ func (s *Server) nar(ctx *fasthttp.RequestCtx, r route) *body {
 		rd, closer = rc, rc
 	}
 	ok = true
-	b := &body{r: rd, closer: closer, cancel: cancel}
+	b := s.newBody(ctx, rd, cancel)
+	b.closer = closer
 	if r.zst && length >= sockMin {
 		// Stored frames go from the page cache to the socket directly,
 		// after the header: have fasthttp send it first.
-		if b.sock = newSockWriter(ctx.Conn()); b.sock != nil {
+		if b.sock = newSockWriter(ctx.Conn(), s.cfg.SendStall); b.sock != nil {
 			ctx.Response.ImmediateHeaderFlush = true
 		}
 	}
@@ -134,7 +137,7 @@ func (s *Server) follow(ctx *fasthttp.RequestCtx, r route, live *appliance.Live,
 		rd = live.Plain(c)
 	}
 	*ok = true
-	b := &body{r: rd, cancel: cancel}
+	b := s.newBody(ctx, rd, cancel)
 	ctx.SetBodyStream(b, length)
 	return b
 }
@@ -194,16 +197,28 @@ func parseRange(spec []byte, size int64) (off, length int64, satisfiable bool) {
 
 // body is a streamed response body. It counts what it sends and writes the
 // request's log line when fasthttp closes it, after the last byte or a
-// failed write.
+// failed write. Each piece it hands on moves the connection's write
+// deadline stall ahead, so a client that stops reading is cut, and a slow
+// one is not.
 type body struct {
 	r      io.Reader
 	closer io.Closer
 	cancel context.CancelFunc
+	conn   net.Conn
+	stall  time.Duration
 	sock   *sockWriter // the client's socket, when the body may bypass fasthttp's buffer
 	line   logLine
 	n      int64
 	err    error
 }
+
+// newBody returns a body streaming r to ctx's client.
+func (s *Server) newBody(ctx *fasthttp.RequestCtx, r io.Reader, cancel context.CancelFunc) *body {
+	return &body{r: r, cancel: cancel, conn: ctx.Conn(), stall: s.cfg.SendStall}
+}
+
+// progress moves the write deadline stall ahead of now.
+func (b *body) progress() { _ = b.conn.SetWriteDeadline(time.Now().Add(b.stall)) }
 
 func (b *body) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
@@ -211,8 +226,36 @@ func (b *body) Read(p []byte) (int, error) {
 	if err != nil && !errors.Is(err, io.EOF) {
 		b.err = err
 	}
+	if n > 0 {
+		b.progress()
+	}
 	return n, err
 }
+
+// progressWriter moves a body's write deadline ahead of each write.
+type progressWriter struct {
+	w io.Writer
+	b *body
+}
+
+// Write writes q in pieces of writePiece bytes, so that a slow client is
+// not taken for a stalled one.
+func (p progressWriter) Write(q []byte) (int, error) {
+	done := 0
+	for done < len(q) {
+		p.b.progress()
+		k, err := p.w.Write(q[done:min(len(q), done+writePiece)])
+		done += k
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// writePiece is how many bytes a write hands the connection at a time:
+// each piece must move within the stall time.
+const writePiece = 64 << 10
 
 // WriteTo lets a frame reader write straight into the connection's buffer,
 // or, with sock set, to the socket itself.
@@ -222,10 +265,12 @@ func (b *body) WriteTo(w io.Writer) (int64, error) {
 	if wt, ok := b.r.(io.WriterTo); ok {
 		if b.sock != nil {
 			w = b.sock // fasthttp flushed the header; nothing else is buffered
+		} else {
+			w = progressWriter{w: w, b: b}
 		}
 		n, err = wt.WriteTo(w)
 	} else {
-		n, err = io.CopyBuffer(w, b.r, make([]byte, 64<<10))
+		n, err = io.CopyBuffer(progressWriter{w: w, b: b}, b.r, make([]byte, 64<<10))
 	}
 	b.n += n
 	if err != nil {
@@ -236,9 +281,6 @@ func (b *body) WriteTo(w io.Writer) (int64, error) {
 
 func (b *body) Close() error {
 	b.cancel()
-	if b.sock != nil {
-		b.sock.done()
-	}
 	if b.closer != nil {
 		b.closer.Close()
 	}

@@ -32,7 +32,13 @@ type Config struct {
 	AccessLog io.Writer
 	Tokens    *tokens.Set // accepted tokens; nil accepts none
 	ReadAuth  bool        // reads need a read token too
+	// SendStall is how long a streamed response may move no byte to its
+	// client before it is cut; 0 means DefaultSendStall.
+	SendStall time.Duration
 }
+
+// DefaultSendStall is Config.SendStall's default.
+const DefaultSendStall = time.Minute
 
 // Server is cairn's HTTP front end.
 type Server struct {
@@ -53,16 +59,22 @@ func New(cfg Config) *Server {
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = 8 << 10
 	}
+	if cfg.SendStall <= 0 {
+		cfg.SendStall = DefaultSendStall
+	}
 	s := &Server{cfg: cfg, svc: cfg.Service, log: cfg.Logger, access: newAccessLog(cfg.AccessLog, cfg.Logger),
 		cacheInfo: fmt.Appendf(nil, "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: %d\n", cfg.Priority),
 		pubKey:    []byte(cfg.Service.PublicKey() + "\n")}
 	s.fs = &fasthttp.Server{
-		Handler:                       s.handle,
-		Name:                          "cairn",
-		ReadBufferSize:                cfg.MaxHeaderBytes,
-		MaxRequestBodySize:            1 << 20, // larger bodies are streamed
-		StreamRequestBody:             true,
-		ReadTimeout:                   time.Minute,
+		Handler:            s.handle,
+		Name:               "cairn",
+		ReadBufferSize:     cfg.MaxHeaderBytes,
+		MaxRequestBodySize: 1 << 20, // larger bodies are streamed
+		StreamRequestBody:  true,
+		ReadTimeout:        time.Minute,
+		// Set afresh before each response; a streamed body moves it on
+		// with every piece it sends (see body).
+		WriteTimeout:                  cfg.SendStall,
 		IdleTimeout:                   2 * time.Minute,
 		DisablePreParseMultipartForm:  true,
 		NoDefaultDate:                 false,

@@ -17,12 +17,12 @@ import (
 type sockWriter struct {
 	c     *net.TCPConn
 	rc    syscall.RawConn
-	stall time.Duration // sendStall, but for tests
+	stall time.Duration // how long a write may make no progress
 }
 
-// newSockWriter returns a sockWriter for c, or nil when c is not a TCP
-// connection.
-func newSockWriter(c net.Conn) *sockWriter {
+// newSockWriter returns a sockWriter for c that cuts a write making no
+// progress for stall, or nil when c is not a TCP connection.
+func newSockWriter(c net.Conn, stall time.Duration) *sockWriter {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return nil
@@ -31,22 +31,13 @@ func newSockWriter(c net.Conn) *sockWriter {
 	if err != nil {
 		return nil
 	}
-	return &sockWriter{c: tc, rc: rc, stall: sendStall}
+	return &sockWriter{c: tc, rc: rc, stall: stall}
 }
-
-// sendStall is how long a write to the socket may make no progress before
-// the response is cut: a client that stops reading must not hold the
-// value-log files and pipe pages of its response for ever.
-const sendStall = time.Minute
 
 // stallDeadline sets the socket's write deadline s.stall from now.
 func (s *sockWriter) stallDeadline() {
 	_ = s.c.SetWriteDeadline(time.Now().Add(s.stall))
 }
-
-// done clears the write deadline, which the next response on the
-// connection must not inherit.
-func (s *sockWriter) done() { _ = s.c.SetWriteDeadline(time.Time{}) }
 
 // Write writes p in pieces of writePiece bytes, extending the stall
 // deadline before each, so that a slow client is not taken for a stalled
@@ -64,9 +55,6 @@ func (s *sockWriter) Write(p []byte) (int, error) {
 	return done, nil
 }
 
-// writePiece is how many bytes Write hands the socket at a time.
-const writePiece = 64 << 10
-
 // ReadFrom sends a file's bytes with sendfile.
 func (s *sockWriter) ReadFrom(r io.Reader) (int64, error) {
 	s.stallDeadline()
@@ -74,7 +62,7 @@ func (s *sockWriter) ReadFrom(r io.Reader) (int64, error) {
 }
 
 // SpliceFrom moves n bytes from the read end of a pipe to the socket,
-// waiting for the socket to drain as a write would, for up to sendStall
+// waiting for the socket to drain as a write would, for up to s.stall
 // without progress.
 func (s *sockWriter) SpliceFrom(pipe int, n int) (int, error) {
 	s.stallDeadline()

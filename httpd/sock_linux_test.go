@@ -56,7 +56,7 @@ func TestSockWriterSplicesFrames(t *testing.T) {
 			}()
 			c, err := ln.Accept()
 			require.NoError(t, err)
-			sw := newSockWriter(c)
+			sw := newSockWriter(c, DefaultSendStall)
 			require.NotNil(t, sw)
 			run, err := s.LocateFrames(context.Background(), ids, want)
 			require.NoError(t, err)
@@ -82,8 +82,7 @@ func TestSockWriterCutsAStalledClient(t *testing.T) {
 	c, err := ln.Accept()
 	require.NoError(t, err)
 	defer c.Close()
-	sw := newSockWriter(c)
-	sw.stall = 200 * time.Millisecond
+	sw := newSockWriter(c, 200*time.Millisecond)
 
 	var p [2]int
 	require.NoError(t, unix.Pipe2(p[:], unix.O_CLOEXEC))

@@ -5,11 +5,10 @@ package httpd
 import (
 	"io"
 	"net"
+	"time"
 )
 
 // sockWriter is never made where splice is not available.
 type sockWriter struct{ io.Writer }
 
-func newSockWriter(net.Conn) *sockWriter { return nil }
-
-func (*sockWriter) done() {}
+func newSockWriter(net.Conn, time.Duration) *sockWriter { return nil }

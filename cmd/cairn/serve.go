@@ -42,7 +42,7 @@ type serveFlags struct {
 	lowWatermark                                          float64
 	priority                                              int
 	prefetch, insecure                                    bool
-	negativeTTL, shutdownGrace                            time.Duration
+	negativeTTL, shutdownGrace, sendStall                 time.Duration
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -65,6 +65,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.maxSize, "max-size", "evict least recently used paths when stored chunks exceed this size, e.g. 200G (default: no limit)")
 	fs.Float64Var(&f.lowWatermark, "low-watermark", appliance.DefaultLowWatermark, "share of --max-size eviction runs down to")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 15*time.Second, "how long SIGTERM waits for running downloads")
+	fs.DurationVar(&f.sendStall, "send-stall", httpd.DefaultSendStall, "how long a download may move no byte to its client before it is cut")
 	if os.Getenv("GOMEMLIMIT") == "" {
 		f.memoryLimit = defaultMemoryLimit // otherwise GOMEMLIMIT stands unless the flag is given
 	}
@@ -132,7 +133,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	hcfg := httpd.Config{Service: svc, Priority: f.priority, Logger: log, Tokens: toks, ReadAuth: f.readAuth}
+	hcfg := httpd.Config{Service: svc, Priority: f.priority, Logger: log, Tokens: toks, ReadAuth: f.readAuth, SendStall: f.sendStall}
 	if log.Enabled(ctx, slog.LevelInfo) {
 		hcfg.AccessLog = logs // request lines skip slog's generic path
 	}
