@@ -232,18 +232,18 @@ func (b *body) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// progressWriter moves a body's write deadline ahead of each write.
-type progressWriter struct {
-	w io.Writer
-	b *body
+// pieceWriter writes to w in pieces of writePiece bytes and calls before
+// ahead of each: a write deadline moved on per piece takes a slow client
+// for what it is, not for a stalled one.
+type pieceWriter struct {
+	w      io.Writer
+	before func()
 }
 
-// Write writes q in pieces of writePiece bytes, so that a slow client is
-// not taken for a stalled one.
-func (p progressWriter) Write(q []byte) (int, error) {
+func (p pieceWriter) Write(q []byte) (int, error) {
 	done := 0
 	for done < len(q) {
-		p.b.progress()
+		p.before()
 		k, err := p.w.Write(q[done:min(len(q), done+writePiece)])
 		done += k
 		if err != nil {
@@ -266,11 +266,11 @@ func (b *body) WriteTo(w io.Writer) (int64, error) {
 		if b.sock != nil {
 			w = b.sock // fasthttp flushed the header; nothing else is buffered
 		} else {
-			w = progressWriter{w: w, b: b}
+			w = pieceWriter{w: w, before: b.progress}
 		}
 		n, err = wt.WriteTo(w)
 	} else {
-		n, err = io.CopyBuffer(progressWriter{w: w, b: b}, b.r, make([]byte, 64<<10))
+		n, err = io.CopyBuffer(pieceWriter{w: w, before: b.progress}, b.r, make([]byte, 64<<10))
 	}
 	b.n += n
 	if err != nil {

@@ -39,20 +39,10 @@ func (s *sockWriter) stallDeadline() {
 	_ = s.c.SetWriteDeadline(time.Now().Add(s.stall))
 }
 
-// Write writes p in pieces of writePiece bytes, extending the stall
-// deadline before each, so that a slow client is not taken for a stalled
-// one.
+// Write writes p to the socket in pieces, extending the stall deadline
+// before each.
 func (s *sockWriter) Write(p []byte) (int, error) {
-	done := 0
-	for done < len(p) {
-		s.stallDeadline()
-		k, err := s.c.Write(p[done:min(len(p), done+writePiece)])
-		done += k
-		if err != nil {
-			return done, err
-		}
-	}
-	return done, nil
+	return pieceWriter{w: s.c, before: s.stallDeadline}.Write(p)
 }
 
 // ReadFrom sends a file's bytes with sendfile.

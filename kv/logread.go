@@ -59,14 +59,18 @@ func (l *logFiles) openFile(fid uint32) error {
 	if _, ok := l.open[fid]; ok {
 		return nil
 	}
-	// Badger's name for value-log file fid.
-	path := filepath.Join(l.dir, fmt.Sprintf("%06d.vlog", fid))
+	path := l.path(fid)
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", path, err)
 	}
 	l.open[fid] = fd
 	return nil
+}
+
+// path is Badger's name for value-log file fid.
+func (l *logFiles) path(fid uint32) string {
+	return filepath.Join(l.dir, fmt.Sprintf("%06d.vlog", fid))
 }
 
 // closeAll closes every open file, so that deleted ones give their space

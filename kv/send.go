@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	badger "github.com/dgraph-io/badger/v4"
 
@@ -90,7 +89,7 @@ func (s *ChunkStore) LocateFrames(ctx context.Context, ids []cdc.ID, want []uint
 			continue
 		}
 		// A file the value-log GC deleted since the lookup fails to open.
-		f, err := os.Open(filepath.Join(s.logs.dir, fmt.Sprintf("%06d.vlog", sp.fid)))
+		f, err := os.Open(s.logs.path(sp.fid))
 		if err != nil {
 			l.spans = l.spans[:i]
 			break
