@@ -31,7 +31,9 @@ import (
 //
 //	a. cold pull of a closure (go1.25.1 + a small path that references it)
 //	   through an empty cairn whose upstream is nginx-xz, against the same
-//	   pull straight from nginx-xz; then go1.25.0, cold in cairn
+//	   pull straight from nginx-xz, and through a store-less floor proxy
+//	   that only decodes, verifies and frames (floor_bench_test.go); then
+//	   go1.25.0, cold in cairn
 //	b. warm pull of that closure, against nginx-zst and nginx-xz: once right
 //	   away, and once after cairn has recompressed what it ingested
 //	c. wrk on a narinfo hit and on a narinfo 404
@@ -204,7 +206,9 @@ func benchProxyRun(b *testing.B, cfg benchConfig, fx benchFixture) {
 	var mem *benchMemWatch
 	pid := func() int { return c.cmd.Process.Pid }
 
-	// a. cold: a fresh, empty cairn per run, then the same pull straight from nginx-xz.
+	// a. cold: a fresh, empty cairn per run, then the same pull straight from
+	// nginx-xz, then through the floor proxy (which keeps nothing: always cold).
+	floor := benchStartFloor(b, fx.xz)
 	for i := range cfg.runs {
 		if c != nil {
 			mem.stop()
@@ -214,8 +218,9 @@ func benchProxyRun(b *testing.B, cfg benchConfig, fx benchFixture) {
 		mem = benchWatchMem(b, pid())
 		r.coldCairn = append(r.coldCairn, e.pull(b, "cold cairn", c.URL, c.PubKey, fx.root, pid()))
 		r.coldXZ = append(r.coldXZ, e.pull(b, "cold nginx-xz", ngx.xzURL, fx.key, fx.root, ngx.pid()))
-		e.progress("a. cold pull %d/%d: cairn %.2fs (server CPU %.2fs), nginx-xz %.2fs", i+1, cfg.runs,
-			r.coldCairn[i].wall, r.coldCairn[i].proxyCPU, r.coldXZ[i].wall)
+		r.coldFloor = append(r.coldFloor, e.pull(b, "cold floor proxy", floor.url, fx.key, fx.root, floor.pid()))
+		e.progress("a. cold pull %d/%d: cairn %.2fs (server CPU %.2fs), nginx-xz %.2fs, floor proxy %.2fs (server CPU %.2fs)", i+1, cfg.runs,
+			r.coldCairn[i].wall, r.coldCairn[i].proxyCPU, r.coldXZ[i].wall, r.coldFloor[i].wall, r.coldFloor[i].proxyCPU)
 	}
 	defer mem.stop()
 	benchTrimLog(c)
@@ -873,18 +878,19 @@ http {
 
 // benchResults holds every sample of a run.
 type benchResults struct {
-	coldCairn, coldXZ, warmCairn, warmZst, warmXZ []benchSample
-	warm2Cairn, warm2Zst                          []benchSample
-	extraCairn, extraXZ                           benchSample
-	hitCairn, hitNginx, missCairn, missNginx      []benchWrk
-	getCairn, getZst, parCairn, parZst            []benchGet
-	narSize, cairnZstSize, nginxZstSize           int64 // the largest NAR, raw and as each serves it
-	recompressed                                  bool
-	recompressCPU, recompressWait                 float64 // s
-	hwmPulls, hwmRecompress, hwmLoad, rssEnd      int64   // KiB
-	anonPeak, nginxHWM                            int64   // KiB
-	diskPulls, diskRecompress, diskEnd            int64   // bytes
-	xzDisk, zstDisk                               int64   // bytes
+	coldCairn, coldXZ, coldFloor             []benchSample
+	warmCairn, warmZst, warmXZ               []benchSample
+	warm2Cairn, warm2Zst                     []benchSample
+	extraCairn, extraXZ                      benchSample
+	hitCairn, hitNginx, missCairn, missNginx []benchWrk
+	getCairn, getZst, parCairn, parZst       []benchGet
+	narSize, cairnZstSize, nginxZstSize      int64 // the largest NAR, raw and as each serves it
+	recompressed                             bool
+	recompressCPU, recompressWait            float64 // s
+	hwmPulls, hwmRecompress, hwmLoad, rssEnd int64   // KiB
+	anonPeak, nginxHWM                       int64   // KiB
+	diskPulls, diskRecompress, diskEnd       int64   // bytes
+	xzDisk, zstDisk                          int64   // bytes
 }
 
 // benchMedian is the median of f over xs.
@@ -948,6 +954,9 @@ func (r *benchResults) rows() []benchRow {
 		ratioAtMost("a. cold pull, s (nginx-xz straight)", benchMedian(r.coldCairn, benchWall), benchMedian(r.coldXZ, benchWall), 1),
 		row("a. cold pull, server CPU s (nginx-xz)", benchMedian(r.coldCairn, benchServer), benchMedian(r.coldXZ, benchServer)),
 		row("a. cold pull, client CPU s (nginx-xz)", benchMedian(r.coldCairn, benchClient), benchMedian(r.coldXZ, benchClient)),
+		row("a. floor proxy cold pull, s (nginx-xz straight)", benchMedian(r.coldFloor, benchWall), benchMedian(r.coldXZ, benchWall)),
+		row("a. cold pull, s (floor proxy)", benchMedian(r.coldCairn, benchWall), benchMedian(r.coldFloor, benchWall)),
+		row("a. cold pull, server CPU s (floor proxy)", benchMedian(r.coldCairn, benchServer), benchMedian(r.coldFloor, benchServer)),
 		row("a. extra path cold in cairn, s (nginx-xz)", r.extraCairn.wall, r.extraXZ.wall),
 		row("b. warm pull, new frames, s (nginx-zst)", benchMedian(r.warmCairn, benchWall), benchMedian(r.warmZst, benchWall)),
 		row("b. warm pull, new frames, s (nginx-xz)", benchMedian(r.warmCairn, benchWall), benchMedian(r.warmXZ, benchWall)),
@@ -1050,8 +1059,8 @@ func (r *benchResults) print(cfg benchConfig) {
 		}
 		return name + " " + strings.Join(s, " ")
 	}
-	fmt.Printf("\npull samples, s: %s | %s\n                 %s | %s | %s\n                 %s | %s\n",
-		samples("cold cairn", r.coldCairn), samples("cold nginx-xz", r.coldXZ),
+	fmt.Printf("\npull samples, s: %s | %s | %s\n                 %s | %s | %s\n                 %s | %s\n",
+		samples("cold cairn", r.coldCairn), samples("cold nginx-xz", r.coldXZ), samples("cold floor proxy", r.coldFloor),
 		samples("warm cairn", r.warmCairn), samples("nginx-zst", r.warmZst), samples("nginx-xz", r.warmXZ),
 		samples("warm recompressed cairn", r.warm2Cairn), samples("nginx-zst", r.warm2Zst))
 	if len(missed) > 0 {
@@ -1067,6 +1076,7 @@ func (r *benchResults) report(b *testing.B) {
 		v    float64
 	}{
 		{"cold-pull-x", benchMedian(r.coldCairn, benchWall) / benchMedian(r.coldXZ, benchWall)},
+		{"floor-pull-x", benchMedian(r.coldFloor, benchWall) / benchMedian(r.coldXZ, benchWall)},
 		{"warm-pull-x", benchMedian(r.warm2Cairn, benchWall) / benchMedian(r.warm2Zst, benchWall)},
 		{"narinfo-hit-x", benchMedian(r.hitCairn, benchRPS) / benchMedian(r.hitNginx, benchRPS)},
 		{"narinfo-404-x", benchMedian(r.missCairn, benchRPS) / benchMedian(r.missNginx, benchRPS)},

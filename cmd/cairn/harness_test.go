@@ -25,6 +25,9 @@ import (
 var cairnBin string
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(floorEnv); dir != "" {
+		os.Exit(floorServe(dir))
+	}
 	dir, err := os.MkdirTemp("", "cairn-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
