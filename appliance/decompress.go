@@ -7,14 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
-	"golang.org/x/sys/unix"
 )
 
 // Compression is the compression of a NAR body, as named in a narinfo.
@@ -96,16 +94,11 @@ func xzCommand(ctx context.Context, path string, body io.Reader, abort func()) (
 		cancel()
 		return nil, fmt.Errorf("xz: stdin: %w", err)
 	}
-	// A blocking pipe: reads park one thread in the kernel instead of
-	// cycling through the netpoller every time xz falls behind. 1 MiB
-	// instead of 64 KiB lets both sides run in long stretches.
-	var fds [2]int
-	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+	out, w, err := xzPipe()
+	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("xz: pipe: %w", err)
 	}
-	_, _ = unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, 1<<20)
-	out, w := os.NewFile(uintptr(fds[0]), "xz-stdout"), os.NewFile(uintptr(fds[1]), "xz-stdout-w")
 	cmd.Stdout = w
 	err = cmd.Start()
 	w.Close()

@@ -122,7 +122,7 @@ func (l *logFiles) appendValue(item *badger.Item, dst []byte) ([]byte, bool) {
 		return dst[:start], false
 	}
 	iov := [][]byte{head[:hlen+len(key)+8], dst[start:], crc[:]}
-	n, err := unix.Preadv(fd, iov, int64(vp.Offset))
+	n, err := preadv(fd, iov, int64(vp.Offset))
 	if err != nil || n != int(vp.Len) || !entryIs(head[:hlen+len(key)+8], key, hlen, vlen) {
 		return dst[:start], false
 	}

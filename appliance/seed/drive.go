@@ -242,7 +242,7 @@ func (d *drive) sync() error {
 		return fmt.Errorf("sync %s: %w", d.dir, err)
 	}
 	defer f.Close()
-	if err := unix.Syncfs(int(f.Fd())); err != nil {
+	if err := syncFS(f); err != nil {
 		return fmt.Errorf("sync %s: %w", d.dir, err)
 	}
 	return nil
@@ -265,5 +265,5 @@ func statfsFree(dir string) (uint64, error) {
 	if err := unix.Statfs(dir, &st); err != nil {
 		return 0, fmt.Errorf("statfs %s: %w", dir, err)
 	}
-	return st.Bavail * uint64(st.Bsize), nil
+	return uint64(st.Bavail) * uint64(st.Bsize), nil
 }

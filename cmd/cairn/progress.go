@@ -28,7 +28,7 @@ func progressTo(f io.Writer) progressConfig {
 	cfg := progressConfig{Out: f}
 	if file, ok := f.(*os.File); ok {
 		fd := int(file.Fd())
-		if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err == nil {
+		if _, err := unix.IoctlGetTermios(fd, termiosGet); err == nil {
 			cfg.Terminal = true
 			if ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ); err == nil && ws.Col > 0 {
 				cfg.Width = int(ws.Col)

@@ -1,0 +1,8 @@
+//go:build darwin || freebsd || netbsd || openbsd
+
+package main
+
+import "golang.org/x/sys/unix"
+
+// termiosGet is the ioctl that reads a terminal's settings.
+const termiosGet = unix.TIOCGETA
