@@ -5,9 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"syscall"
@@ -365,4 +368,135 @@ func readFile(b *testing.B, path string) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Since(start)
+}
+
+// BenchmarkConcurrentIngests ingests every benchmark release at once from
+// its xz file, as a fleet's cold misses arrive, under the soft memory limit
+// cairn serve sets by default: fixed, and raised by IngestHeadroom per
+// running ingest through Config.Running (what cairn serve does). The
+// baseline is the same run with no limit at all. Wall, GC cycles and GC CPU
+// share are means of two rounds, peak RSS the higher.
+func BenchmarkConcurrentIngests(b *testing.B) {
+	tcs := nixtest.Toolchains(b, benchVersions...)
+	const limit = 96 << 20 // cairn serve's default --memory-limit
+	prev := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(prev)
+	modes := []struct {
+		name    string
+		limit   int64
+		running func(int)
+	}{
+		{"no limit (baseline)", math.MaxInt64, nil},
+		{"fixed 96M", limit, nil},
+		{"96M + 16M per running ingest", limit, func(n int) { debug.SetMemoryLimit(limit + int64(n)*appliance.IngestHeadroom) }},
+	}
+	type result struct {
+		wall    time.Duration
+		cycles  uint32
+		gc, all float64 // CPU seconds
+		peak    int64   // bytes
+	}
+	run := func(limit int64, running func(int)) result {
+		syscall.Sync() // the last run's writeback stays out of this one
+		runtime.GC()
+		debug.SetMemoryLimit(limit)
+		defer debug.SetMemoryLimit(math.MaxInt64)
+		s, err := appliance.Open(context.Background(), appliance.Config{Dir: b.TempDir(), RecompressDelay: -1, Running: running})
+		if err != nil {
+			b.Fatal(err)
+		}
+		resetPeakRSS(b)
+		var ms0, ms1 runtime.MemStats
+		runtime.ReadMemStats(&ms0)
+		gc0, all0 := gcCPUSeconds()
+		start := time.Now()
+		var wg sync.WaitGroup
+		for _, tc := range tcs {
+			wg.Go(func() {
+				f, err := os.Open(tc.XZFile)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				defer f.Close()
+				if _, err := s.Ingest(context.Background(), appliance.Want{Info: fixtureInfo(b, tc)}, f, appliance.CompressionXZ); err != nil {
+					b.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		r := result{wall: time.Since(start)}
+		runtime.ReadMemStats(&ms1)
+		gc1, all1 := gcCPUSeconds()
+		r.cycles, r.gc, r.all, r.peak = ms1.NumGC-ms0.NumGC, gc1-gc0, all1-all0, peakRSS(b)
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+		return r
+	}
+	for range b.N {
+		// Two rounds, the second in reverse order, so that no mode always
+		// runs first or last.
+		got := make([][]result, len(modes))
+		for round := range 2 {
+			for i := range modes {
+				if round == 1 {
+					i = len(modes) - 1 - i
+				}
+				got[i] = append(got[i], run(modes[i].limit, modes[i].running))
+			}
+		}
+		t := newTable(fmt.Sprintf("%d concurrent ingests from xz (%s of NAR), %d cores: mean of 2 rounds", len(tcs), size(int64(len(tcs))*tcs[0].NarSize), runtime.GOMAXPROCS(0)),
+			"memory limit", "wall", "vs baseline", "GC cycles", "GC CPU share", "peak RSS")
+		mean := func(rs []result) result {
+			var m result
+			for _, r := range rs {
+				m.wall += r.wall / time.Duration(len(rs))
+				m.cycles += r.cycles / uint32(len(rs))
+				m.gc, m.all = m.gc+r.gc, m.all+r.all
+				m.peak = max(m.peak, r.peak)
+			}
+			return m
+		}
+		base := mean(got[0])
+		for i, m := range modes {
+			r := mean(got[i])
+			t.row(m.name, r.wall.Round(time.Millisecond).String(), ratio(r.wall.Seconds(), base.wall.Seconds()),
+				fmt.Sprint(r.cycles), fmt.Sprintf("%.1f%%", 100*r.gc/r.all), fmt.Sprintf("%.0f MiB", float64(r.peak)/(1<<20)))
+		}
+		t.done()
+	}
+}
+
+// gcCPUSeconds is the CPU time the Go runtime estimates it spent collecting
+// garbage, and in all, so far.
+func gcCPUSeconds() (gc, all float64) {
+	samples := []metrics.Sample{{Name: "/cpu/classes/gc/total:cpu-seconds"}, {Name: "/cpu/classes/total:cpu-seconds"}}
+	metrics.Read(samples)
+	return samples[0].Value.Float64(), samples[1].Value.Float64()
+}
+
+// resetPeakRSS restarts the process's VmHWM count from its current RSS.
+func resetPeakRSS(b *testing.B) {
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		b.Fatalf("reset peak RSS: %v", err)
+	}
+}
+
+// peakRSS is the process's VmHWM in bytes.
+func peakRSS(b *testing.B) int64 {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kib int64
+			if _, err := fmt.Sscan(v, &kib); err == nil {
+				return kib << 10
+			}
+		}
+	}
+	b.Fatal("no VmHWM in /proc/self/status")
+	return 0
 }

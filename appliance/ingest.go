@@ -125,7 +125,15 @@ func (s *Store) Ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 func (s *Store) takeOff(want Want) *flight {
 	f := &flight{done: make(chan struct{}), live: newLive(s, want.NarHash, want.NarSize)}
 	s.flights[want.NarHash] = f
+	s.running()
 	return f
+}
+
+// running tells Config.Running how many ingests run; flightMu is held.
+func (s *Store) running() {
+	if s.cfg.Running != nil {
+		s.cfg.Running(len(s.flights))
+	}
 }
 
 // land records a flight's outcome and wakes everyone waiting on it.
@@ -134,6 +142,7 @@ func (s *Store) land(f *flight, want Want, res *Result, err error) {
 	f.live.finish(err)
 	s.flightMu.Lock()
 	delete(s.flights, want.NarHash)
+	s.running()
 	s.flightMu.Unlock()
 	close(f.done)
 }

@@ -43,7 +43,18 @@ type Config struct {
 	RecompressDelay time.Duration
 	ChunkOpts       kv.ChunkOptions
 	Logger          *slog.Logger
+	// Running, when set, is told how many ingests run each time that number
+	// changes, so that the caller can make room for their memory (cairn
+	// serve raises its soft memory limit with it). It is called with the
+	// ingest registry locked: it must be quick and not call the Store.
+	Running func(ingests int)
 }
+
+// IngestHeadroom is how much heap to allow for each running ingest on top
+// of a soft memory limit (see Config.Running): about what one holds (its
+// read blocks, chunk buffers and the frames waiting to be written), twice
+// over. BenchmarkConcurrentIngests measures it against a fixed limit.
+const IngestHeadroom = 16 << 20
 
 // Defaults for Config fields left zero.
 const (

@@ -522,6 +522,40 @@ func TestCoalescedIngestReadsOneBody(t *testing.T) {
 	require.Equal(t, 1, leaders)
 }
 
+func TestRunningCountsIngests(t *testing.T) {
+	nars := nixtest.SampleNARs(t)[:2]
+	var mu sync.Mutex
+	var seen []int
+	s := openStore(t, t.TempDir(), func(c *appliance.Config) {
+		c.Running = func(n int) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, n)
+		}
+	})
+	defer s.Close()
+	gate := make(chan struct{})
+	var wg sync.WaitGroup
+	// Two ingests of each NAR: the second of each coalesces and is no new ingest.
+	for _, n := range append(nars, nars...) {
+		wg.Go(func() {
+			body := io.MultiReader(gateReader(gate), bytes.NewReader(n.Bytes))
+			_, err := s.Ingest(context.Background(), appliance.Want{Info: info(n)}, body, "none")
+			require.NoError(t, err)
+		})
+	}
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(seen, 2)
+	}, 10*time.Second, time.Millisecond, "both ingests running")
+	close(gate)
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []int{1, 2, 1, 0}, seen)
+}
+
 // gateReader blocks its first read until gate closes, then reads as empty.
 func gateReader(gate chan struct{}) io.Reader {
 	return readerFunc(func([]byte) (int, error) { <-gate; return 0, io.EOF })

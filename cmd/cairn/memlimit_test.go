@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"cairn/appliance"
 )
 
 func TestServeMemoryLimit(t *testing.T) {
@@ -26,6 +28,14 @@ func TestServeMemoryLimit(t *testing.T) {
 		{"GOMEMLIMIT stands", nil, "3GiB", before},
 		{"the flag beats GOMEMLIMIT", []string{"--memory-limit", "256M"}, "3GiB", 256 << 20},
 	}
+	// The limit cairn set rises with running ingests and falls back;
+	// GOMEMLIMIT's never moves.
+	running := func(f *serveFlags, n int) int64 {
+		if hook := f.ingestMemory(); hook != nil {
+			hook(n)
+		}
+		return debug.SetMemoryLimit(-1)
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("GOMEMLIMIT", tc.gomemlimit)
@@ -36,7 +46,14 @@ func TestServeMemoryLimit(t *testing.T) {
 			f.register(fs)
 			require.NoError(t, parse(fs, tc.args))
 			f.applyMemoryLimit()
-			require.Equal(t, tc.want, debug.SetMemoryLimit(math.MaxInt64))
+			require.Equal(t, tc.want, debug.SetMemoryLimit(-1))
+			grown := tc.want
+			if tc.want != before {
+				grown += 3 * appliance.IngestHeadroom
+			}
+			require.Equal(t, grown, running(&f, 3), "three ingests running")
+			require.Equal(t, tc.want, running(&f, 0), "none running")
+			debug.SetMemoryLimit(math.MaxInt64)
 		})
 	}
 }

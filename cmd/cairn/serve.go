@@ -69,7 +69,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		f.memoryLimit = defaultMemoryLimit // otherwise GOMEMLIMIT stands unless the flag is given
 	}
-	fs.Var(&f.memoryLimit, "memory-limit", "soft limit of the Go heap: garbage is collected harder as it nears this, e.g. 256M; 0 keeps GOMEMLIMIT or none (no default when GOMEMLIMIT is set)")
+	fs.Var(&f.memoryLimit, "memory-limit", "soft limit of the Go heap while no NAR is being ingested (each running ingest adds 16M): garbage is collected harder as it nears this, e.g. 256M; 0 keeps GOMEMLIMIT or none (no default when GOMEMLIMIT is set)")
 }
 
 // defaultMemoryLimit is the Go heap's soft limit unless --memory-limit says
@@ -83,6 +83,17 @@ func (f *serveFlags) applyMemoryLimit() {
 	if f.memoryLimit > 0 {
 		debug.SetMemoryLimit(int64(f.memoryLimit))
 	}
+}
+
+// ingestMemory is the store's Running hook: it raises the limit
+// --memory-limit set by appliance.IngestHeadroom per running ingest. A limit that
+// GOMEMLIMIT set is left as it is.
+func (f *serveFlags) ingestMemory() func(ingests int) {
+	if f.memoryLimit == 0 {
+		return nil
+	}
+	base := int64(f.memoryLimit)
+	return func(n int) { debug.SetMemoryLimit(base + int64(n)*appliance.IngestHeadroom) }
 }
 
 func serve(args []string, stderr io.Writer) error {
@@ -112,7 +123,7 @@ func serve(args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	store, err := appliance.Open(ctx, appliance.Config{Dir: f.data, Logger: log})
+	store, err := appliance.Open(ctx, appliance.Config{Dir: f.data, Logger: log, Running: f.ingestMemory()})
 	if err != nil {
 		if errors.Is(err, kv.ErrLocked) {
 			return fmt.Errorf("%w: is another cairn serving %s?", err, f.data)
