@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,21 +13,12 @@ import (
 // stopped reading does.
 type gatedWriter struct {
 	open chan struct{}
-	mu   sync.Mutex
-	b    bytes.Buffer
+	syncBuffer
 }
 
 func (g *gatedWriter) Write(p []byte) (int, error) {
 	<-g.open
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.b.Write(p)
-}
-
-func (g *gatedWriter) String() string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.b.String()
+	return g.syncBuffer.Write(p)
 }
 
 func TestLogBuffer(t *testing.T) {

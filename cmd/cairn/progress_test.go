@@ -29,25 +29,6 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// syncBuf is a buffer the reporter's ticker may write to while the test
-// reads it.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestProgressPlainLines(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -67,7 +48,7 @@ func TestProgressPlainLines(t *testing.T) {
 			"copy: 56.0 MiB in 11s (5.1 MiB/s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var out syncBuf
+			var out syncBuffer
 			clock := &fakeClock{now: time.Unix(1000, 0)}
 			// The test ticks by hand, on its own clock; the reporter's
 			// ticker, every 5s of real time, does not fire meanwhile.
@@ -86,7 +67,7 @@ func TestProgressPlainLines(t *testing.T) {
 }
 
 func TestProgressTerminalBar(t *testing.T) {
-	var out syncBuf
+	var out syncBuffer
 	clock := &fakeClock{now: time.Unix(1000, 0)}
 	p := newProgress(progressConfig{Out: &out, Terminal: true, Width: 72, Every: time.Hour, Now: clock.Now})
 	p.Phase("export", 200<<20)
@@ -114,7 +95,7 @@ func TestProgressTerminalBar(t *testing.T) {
 }
 
 func TestProgressQuietPhases(t *testing.T) {
-	var out syncBuf
+	var out syncBuffer
 	p := newProgress(progressConfig{Out: &out})
 	p.Phase("check", 0)
 	p.Phase("export", -1)
