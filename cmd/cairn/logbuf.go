@@ -94,10 +94,9 @@ func (b *logBuffer) flush() {
 	if len(out) > 0 {
 		_, _ = b.w.Write(out) // nowhere to report a failing log sink
 	}
+	b.spare = nil // a burst's large buffer is let go
 	if cap(out) <= 4*logKick {
-		b.spare = out // a burst's large buffer is let go
-	} else {
-		b.spare = nil
+		b.spare = out
 	}
 }
 
