@@ -149,10 +149,11 @@ func (d *drive) create(rel string) (*pending, error) {
 func (p *pending) Write(b []byte) (int, error) { return p.f.Write(b) }
 
 // commit closes the file and renames it to its name, replacing any file
-// there. With sync the data reaches the disk first.
+// there. With sync, or where there is no syncfs, the data reaches the disk
+// first.
 func (p *pending) commit(sync bool) error {
 	var err error
-	if sync {
+	if sync || !haveSyncfs {
 		err = p.f.Sync()
 	}
 	if cerr := p.f.Close(); err == nil {
@@ -235,15 +236,31 @@ func (d *drive) removeTemps() (int, error) {
 	return n, nil
 }
 
-// sync flushes every file written to the drive's file system to the disk.
+// sync flushes every file written to the drive's file system to the disk:
+// with syncfs, or else (each file was synced as it was committed) by
+// syncing the directories that name them.
 func (d *drive) sync() error {
-	f, err := d.root.Open(".")
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", d.dir, err)
+	dirs := []string{"."}
+	if !haveSyncfs {
+		dirs = []string{narDir, "."}
 	}
-	defer f.Close()
-	if err := syncFS(f); err != nil {
-		return fmt.Errorf("sync %s: %w", d.dir, err)
+	for _, dir := range dirs {
+		f, err := d.root.Open(dir)
+		if errors.Is(err, fs.ErrNotExist) && dir == narDir {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", d.dir, err)
+		}
+		if haveSyncfs {
+			err = syncFS(f)
+		} else {
+			err = f.Sync()
+		}
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", d.dir, err)
+		}
 	}
 	return nil
 }
