@@ -125,15 +125,19 @@ func (s *Store) Ingest(ctx context.Context, want Want, body io.Reader, comp Comp
 func (s *Store) takeOff(want Want) *flight {
 	f := &flight{done: make(chan struct{}), live: newLive(s, want.NarHash, want.NarSize)}
 	s.flights[want.NarHash] = f
-	s.running()
 	return f
 }
 
-// running tells Config.Running how many ingests run; flightMu is held.
-func (s *Store) running() {
-	if s.cfg.Running != nil {
-		s.cfg.Running(len(s.flights))
+// running counts an ingest starting (+1) or ending (-1) and tells
+// Config.Running. Uploads count as well as flights.
+func (s *Store) running(delta int) {
+	if s.cfg.Running == nil {
+		return
 	}
+	s.runMu.Lock()
+	defer s.runMu.Unlock() // calls stay in order: no stale count wins
+	s.runs += delta
+	s.cfg.Running(s.runs)
 }
 
 // land records a flight's outcome and wakes everyone waiting on it.
@@ -142,7 +146,6 @@ func (s *Store) land(f *flight, want Want, res *Result, err error) {
 	f.live.finish(err)
 	s.flightMu.Lock()
 	delete(s.flights, want.NarHash)
-	s.running()
 	s.flightMu.Unlock()
 	close(f.done)
 }
@@ -274,6 +277,8 @@ type pipeline struct {
 // cancels it at once, which also ends a body read under it.
 func (s *Store) ingest(ctx context.Context, cancel context.CancelCauseFunc, want Want, body io.Reader, comp Compression, live *Live) (res *Result, err error) {
 	defer cancel(nil)
+	s.running(1)
+	defer s.running(-1)
 	if want.Abort != nil {
 		stop := context.AfterFunc(ctx, want.Abort)
 		defer stop() // before cancel(nil): a finished ingest aborts nothing

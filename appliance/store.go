@@ -43,10 +43,10 @@ type Config struct {
 	RecompressDelay time.Duration
 	ChunkOpts       kv.ChunkOptions
 	Logger          *slog.Logger
-	// Running, when set, is told how many ingests run each time that number
-	// changes, so that the caller can make room for their memory (cairn
-	// serve raises its soft memory limit with it). It is called with the
-	// ingest registry locked: it must be quick and not call the Store.
+	// Running, when set, is told how many ingests run (uploads included)
+	// each time that number changes, so that the caller can make room for
+	// their memory (cairn serve raises its soft memory limit with it). Calls
+	// are serialised under a lock: it must be quick and not call the Store.
 	Running func(ingests int)
 }
 
@@ -103,6 +103,8 @@ type Store struct {
 
 	flightMu sync.Mutex
 	flights  map[[32]byte]*flight
+	runMu    sync.Mutex // orders Config.Running calls
+	runs     int        // ingests running, uploads included
 
 	// pinMu guards pinned, the chunks an unfinished ingest or recompression
 	// relies on; writing, those an unfinished ingest may still write as

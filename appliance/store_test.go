@@ -523,7 +523,7 @@ func TestCoalescedIngestReadsOneBody(t *testing.T) {
 }
 
 func TestRunningCountsIngests(t *testing.T) {
-	nars := nixtest.SampleNARs(t)[:2]
+	nars := nixtest.SampleNARs(t)[:3]
 	var mu sync.Mutex
 	var seen []int
 	s := openStore(t, t.TempDir(), func(c *appliance.Config) {
@@ -536,24 +536,29 @@ func TestRunningCountsIngests(t *testing.T) {
 	defer s.Close()
 	gate := make(chan struct{})
 	var wg sync.WaitGroup
-	// Two ingests of each NAR: the second of each coalesces and is no new ingest.
-	for _, n := range append(nars, nars...) {
+	ingest := func(want appliance.Want, n nixtest.NAR) {
 		wg.Go(func() {
 			body := io.MultiReader(gateReader(gate), bytes.NewReader(n.Bytes))
-			_, err := s.Ingest(context.Background(), appliance.Want{Info: info(n)}, body, "none")
+			_, err := s.Ingest(context.Background(), want, body, "none")
 			require.NoError(t, err)
 		})
 	}
+	// Two ingests of each of two NARs (the second of each coalesces and is
+	// no new ingest), and an upload, which has no NarHash to coalesce on.
+	for _, n := range append(nars[:2], nars[:2]...) {
+		ingest(appliance.Want{Info: info(n)}, n)
+	}
+	ingest(appliance.Want{}, nars[2])
 	require.Eventually(t, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return slices.Contains(seen, 2)
-	}, 10*time.Second, time.Millisecond, "both ingests running")
+		return slices.Contains(seen, 3)
+	}, 10*time.Second, time.Millisecond, "three ingests running")
 	close(gate)
 	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
-	require.Equal(t, []int{1, 2, 1, 0}, seen)
+	require.Equal(t, []int{1, 2, 3, 2, 1, 0}, seen)
 }
 
 // gateReader blocks its first read until gate closes, then reads as empty.
