@@ -14,12 +14,15 @@ import (
 // limit bytes waiting; past that it drops lines, and says how many once the
 // sink takes writes again.
 type logBuffer struct {
-	w     io.Writer
-	limit int
-	now   func() time.Time
+	w         io.Writer
+	limit     int           // bytes waiting or being written, at most
+	every     time.Duration // how often waiting lines are written
+	closeWait time.Duration // how long Close waits for a stuck sink
+	now       func() time.Time
 
 	mu      sync.Mutex
 	buf     []byte // lines waiting for the sink
+	writing int    // bytes of the batch being written
 	dropped int    // lines dropped since the last write
 	kick    chan struct{}
 
@@ -30,17 +33,22 @@ type logBuffer struct {
 }
 
 // Log lines are written every flushEvery, or as soon as logKick bytes wait.
-// At most logLimit bytes wait; a sink that falls that far behind loses lines.
+// At most logLimit bytes wait or are being written; a sink that falls that
+// far behind loses lines. Close gives a stuck sink logCloseWait.
 const (
-	flushEvery = 200 * time.Millisecond
-	logKick    = 64 << 10
-	logLimit   = 8 << 20
+	flushEvery   = 200 * time.Millisecond
+	logKick      = 64 << 10
+	logLimit     = 8 << 20
+	logCloseWait = 2 * time.Second
 )
 
-func newLogBuffer(w io.Writer) *logBuffer { return newLogBufferLimit(w, logLimit) }
+func newLogBuffer(w io.Writer) *logBuffer {
+	return startLogBuffer(&logBuffer{w: w, limit: logLimit, every: flushEvery, closeWait: logCloseWait, now: time.Now})
+}
 
-func newLogBufferLimit(w io.Writer, limit int) *logBuffer {
-	b := &logBuffer{w: w, limit: limit, now: time.Now, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+// startLogBuffer starts b's writer goroutine.
+func startLogBuffer(b *logBuffer) *logBuffer {
+	b.kick, b.stop, b.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	go b.loop()
 	return b
 }
@@ -48,7 +56,7 @@ func newLogBufferLimit(w io.Writer, limit int) *logBuffer {
 // Write queues one log line. It never waits for the sink.
 func (b *logBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
-	if len(b.buf)+len(p) > b.limit {
+	if len(b.buf)+b.writing+len(p) > b.limit {
 		b.dropped++
 	} else {
 		b.buf = append(b.buf, p...)
@@ -66,7 +74,7 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 
 func (b *logBuffer) loop() {
 	defer close(b.done)
-	t := time.NewTicker(flushEvery)
+	t := time.NewTicker(b.every)
 	defer t.Stop()
 	for {
 		select {
@@ -85,8 +93,13 @@ func (b *logBuffer) flush() {
 	defer b.writeMu.Unlock()
 	b.mu.Lock()
 	out, dropped := b.buf, b.dropped
-	b.buf, b.dropped = b.spare[:0], 0
+	b.buf, b.dropped, b.writing = b.spare[:0], 0, len(out)
 	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		b.writing = 0
+		b.mu.Unlock()
+	}()
 	if dropped > 0 {
 		out = fmt.Appendf(out, "time=%s level=WARN msg=\"log lines dropped: the log output did not keep up\" lines=%d\n",
 			b.now().Format(time.RFC3339Nano), dropped)
@@ -100,10 +113,20 @@ func (b *logBuffer) flush() {
 	}
 }
 
-// Close stops the writer goroutine and writes what is left.
+// Close stops the writer goroutine and writes what is left, unless the
+// sink has not taken a write for closeWait: then what waits is lost rather
+// than holding up the process's exit.
 func (b *logBuffer) Close() error {
 	close(b.stop)
-	<-b.done
-	b.flush()
+	flushed := make(chan struct{})
+	go func() {
+		<-b.done
+		b.flush()
+		close(flushed)
+	}()
+	select {
+	case <-flushed:
+	case <-time.After(b.closeWait):
+	}
 	return nil
 }
