@@ -423,7 +423,8 @@ func readFile(b *testing.B, path string) time.Duration {
 // cairn serve sets by default: fixed, and raised by IngestHeadroom per
 // running ingest through Config.Running (what cairn serve does). The
 // baseline is the same run with no limit at all. Wall, GC cycles and GC CPU
-// share are means of two rounds, peak RSS the higher.
+// share (of the process's CPU time) are means of two rounds, peak RSS the
+// higher.
 func BenchmarkConcurrentIngests(b *testing.B) {
 	tcs := nixtest.Toolchains(b, benchVersions...)
 	const limit = 96 << 20 // cairn serve's default --memory-limit
@@ -441,7 +442,7 @@ func BenchmarkConcurrentIngests(b *testing.B) {
 	type result struct {
 		wall    time.Duration
 		cycles  uint32
-		gc, all float64 // CPU seconds
+		gc, cpu float64 // seconds: collecting garbage, and the process's CPU in all
 		peak    int64   // bytes
 	}
 	run := func(limit int64, running func(int)) result {
@@ -453,10 +454,11 @@ func BenchmarkConcurrentIngests(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		debug.FreeOSMemory() // the last run's freed heap does not count in this one's peak
 		resetPeakRSS(b)
 		var ms0, ms1 runtime.MemStats
 		runtime.ReadMemStats(&ms0)
-		gc0, all0 := gcCPUSeconds()
+		gc0, cpu0 := gcCPUSeconds(), cpuTime()
 		start := time.Now()
 		var wg sync.WaitGroup
 		for _, tc := range tcs {
@@ -475,12 +477,15 @@ func BenchmarkConcurrentIngests(b *testing.B) {
 		wg.Wait()
 		r := result{wall: time.Since(start)}
 		runtime.ReadMemStats(&ms1)
-		gc1, all1 := gcCPUSeconds()
-		r.cycles, r.gc, r.all, r.peak = ms1.NumGC-ms0.NumGC, gc1-gc0, all1-all0, peakRSS(b)
+		r.cycles, r.gc, r.cpu, r.peak = ms1.NumGC-ms0.NumGC, gcCPUSeconds()-gc0, (cpuTime() - cpu0).Seconds(), peakRSS(b)
 		if err := s.Close(); err != nil {
 			b.Fatal(err)
 		}
 		return r
+	}
+	var narTotal int64
+	for _, tc := range tcs {
+		narTotal += tc.NarSize
 	}
 	for range b.N {
 		// Two rounds, the second in reverse order, so that no mode always
@@ -494,34 +499,37 @@ func BenchmarkConcurrentIngests(b *testing.B) {
 				got[i] = append(got[i], run(modes[i].limit, modes[i].running))
 			}
 		}
-		t := newTable(fmt.Sprintf("%d concurrent ingests from xz (%s of NAR), %d cores: mean of 2 rounds", len(tcs), size(int64(len(tcs))*tcs[0].NarSize), runtime.GOMAXPROCS(0)),
+		t := newTable(fmt.Sprintf("%d concurrent ingests from xz (%s of NAR), %d cores: mean of 2 rounds", len(tcs), size(narTotal), runtime.GOMAXPROCS(0)),
 			"memory limit", "wall", "vs baseline", "GC cycles", "GC CPU share", "peak RSS")
 		mean := func(rs []result) result {
 			var m result
+			var cycles uint32
 			for _, r := range rs {
 				m.wall += r.wall / time.Duration(len(rs))
-				m.cycles += r.cycles / uint32(len(rs))
-				m.gc, m.all = m.gc+r.gc, m.all+r.all
+				cycles += r.cycles
+				m.gc, m.cpu = m.gc+r.gc, m.cpu+r.cpu
 				m.peak = max(m.peak, r.peak)
 			}
+			m.cycles = cycles / uint32(len(rs))
 			return m
 		}
 		base := mean(got[0])
 		for i, m := range modes {
 			r := mean(got[i])
 			t.row(m.name, r.wall.Round(time.Millisecond).String(), ratio(r.wall.Seconds(), base.wall.Seconds()),
-				fmt.Sprint(r.cycles), fmt.Sprintf("%.1f%%", 100*r.gc/r.all), fmt.Sprintf("%.0f MiB", float64(r.peak)/(1<<20)))
+				fmt.Sprint(r.cycles), fmt.Sprintf("%.1f%%", 100*r.gc/r.cpu), fmt.Sprintf("%.0f MiB", float64(r.peak)/(1<<20)))
 		}
 		t.done()
 	}
 }
 
-// gcCPUSeconds is the CPU time the Go runtime estimates it spent collecting
-// garbage, and in all, so far.
-func gcCPUSeconds() (gc, all float64) {
-	samples := []metrics.Sample{{Name: "/cpu/classes/gc/total:cpu-seconds"}, {Name: "/cpu/classes/total:cpu-seconds"}}
+// gcCPUSeconds is the CPU time the Go runtime estimates it has spent
+// collecting garbage so far, without the marking it did on spare
+// processors: the compulsory part, as runtime/metrics describes it.
+func gcCPUSeconds() float64 {
+	samples := []metrics.Sample{{Name: "/cpu/classes/gc/total:cpu-seconds"}, {Name: "/cpu/classes/gc/mark/idle:cpu-seconds"}}
 	metrics.Read(samples)
-	return samples[0].Value.Float64(), samples[1].Value.Float64()
+	return samples[0].Value.Float64() - samples[1].Value.Float64()
 }
 
 // resetPeakRSS restarts the process's VmHWM count from its current RSS.
