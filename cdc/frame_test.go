@@ -13,9 +13,7 @@ import (
 )
 
 func TestStoredFramesAreStandardZstd(t *testing.T) {
-	codec, err := cdc.NewCodec(zstd.SpeedDefault, 0)
-	require.NoError(t, err)
-	defer codec.Close()
+	codec := testCodec(t)
 	var stream, plain []byte
 	for _, n := range []int{0, 1, 255, 256, 65791, 65792, 128 << 10, 128<<10 + 1, 300 << 10} {
 		raw := bytes.Repeat([]byte{byte(n), 7, 9}, n/3+1)[:n]

@@ -41,9 +41,7 @@ func buildNAR(t testing.TB, codec *cdc.Codec, data []byte) (*cdc.NAR, memFrames)
 }
 
 func TestNARRandomRanges(t *testing.T) {
-	codec, err := cdc.NewCodec(zstd.SpeedDefault, 0)
-	require.NoError(t, err)
-	defer codec.Close()
+	codec := testCodec(t)
 	for _, in := range nixtest.SampleNARs(t) {
 		t.Run(in.Name, func(t *testing.T) {
 			nar, _ := buildNAR(t, codec, in.Bytes)
@@ -83,14 +81,12 @@ func TestNARRandomRanges(t *testing.T) {
 }
 
 func TestNARFramesAreAZstdStream(t *testing.T) {
-	codec, err := cdc.NewCodec(zstd.SpeedDefault, 0)
-	require.NoError(t, err)
-	defer codec.Close()
+	codec := testCodec(t)
 	in := nixtest.SampleNARs(t)[1]
 	nar, _ := buildNAR(t, codec, in.Bytes)
 
 	var all bytes.Buffer
-	_, err = nar.WriteFrames(context.Background(), &all, 0, len(nar.Chunks())-1)
+	_, err := nar.WriteFrames(context.Background(), &all, 0, len(nar.Chunks())-1)
 	require.NoError(t, err)
 	require.EqualValues(t, nar.CompressedSize(), all.Len())
 	dec, err := zstd.NewReader(bytes.NewReader(all.Bytes()))
@@ -113,9 +109,7 @@ func TestNARFramesAreAZstdStream(t *testing.T) {
 }
 
 func TestNARConcurrentReadAt(t *testing.T) {
-	codec, err := cdc.NewCodec(zstd.SpeedDefault, 0)
-	require.NoError(t, err)
-	defer codec.Close()
+	codec := testCodec(t)
 	in := nixtest.SampleNARs(t)[2]
 	nar, _ := buildNAR(t, codec, in.Bytes)
 	var wg sync.WaitGroup
@@ -137,9 +131,7 @@ func TestNARConcurrentReadAt(t *testing.T) {
 }
 
 func TestNARCorruptAndMissingChunks(t *testing.T) {
-	codec, err := cdc.NewCodec(zstd.SpeedDefault, 0)
-	require.NoError(t, err)
-	defer codec.Close()
+	codec := testCodec(t)
 	in := nixtest.SampleNARs(t)[1]
 	for _, tc := range []struct {
 		name   string
@@ -199,6 +191,15 @@ func (r *memRun) Send(w io.Writer, skip, n int64) (int64, error) {
 	return int64(k), err
 }
 
+// testCodec returns a codec at the default level, closed when t ends.
+func testCodec(t testing.TB) *cdc.Codec {
+	t.Helper()
+	codec, err := cdc.NewCodec(zstd.SpeedDefault, 0)
+	require.NoError(t, err)
+	t.Cleanup(codec.Close)
+	return codec
+}
+
 // pipeBuffer is a bytes.Buffer posing as a socket, so that copies to it
 // go through a FrameSender.
 type pipeBuffer struct{ bytes.Buffer }
@@ -206,9 +207,7 @@ type pipeBuffer struct{ bytes.Buffer }
 func (*pipeBuffer) SpliceFrom(int, int) (int, error) { panic("memRun never splices") }
 
 func TestNARCompressedRangesThroughASender(t *testing.T) {
-	codec, err := cdc.NewCodec(zstd.SpeedDefault, 0)
-	require.NoError(t, err)
-	defer codec.Close()
+	codec := testCodec(t)
 	in := nixtest.SampleNARs(t)[1]
 	nar, frames := buildNAR(t, codec, in.Bytes)
 	var stream []byte
