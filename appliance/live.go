@@ -167,6 +167,29 @@ func (r *liveReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// WriteTo writes the rest of the stream to w a chunk at a time, with the
+// same outcome as reading it to the end.
+func (r *liveReader) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for {
+		for r.off == len(r.buf) {
+			if r.err == io.EOF {
+				return n, nil
+			}
+			if r.err != nil {
+				return n, r.err
+			}
+			r.err = r.fill()
+		}
+		k, err := w.Write(r.buf[r.off:])
+		r.off += k
+		n += int64(k)
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
 // fill loads the next chunk's bytes into buf, or returns io.EOF once the
 // ingest is committed.
 func (r *liveReader) fill() error {

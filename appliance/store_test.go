@@ -723,3 +723,86 @@ func TestBadNARFailsWithoutWaitingForTheBody(t *testing.T) {
 	err = live.Wait(ctx)
 	require.ErrorIs(t, err, appliance.ErrBadNAR, "the ingest ends on the bad NAR, not on the 5 s timeout")
 }
+
+// A follower writing a running ingest's stream with WriteTo gets the same
+// bytes as one reading it, in both forms, and the same failure when the
+// ingest is refused at the end.
+func TestLiveWriteToMatchesRead(t *testing.T) {
+	n := nixtest.SampleNARs(t)[2] // the 3 MB binary: many chunks
+	for _, tc := range []struct {
+		name string
+		hash [32]byte
+		fail bool
+	}{
+		{"committed", n.Hash, false},
+		{"wrong NarHash", sha256.Sum256([]byte("other")), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStore(t, t.TempDir())
+			defer s.Close()
+			pr, pw := io.Pipe()
+			want := appliance.Want{NarHash: tc.hash, NarSize: uint64(len(n.Bytes))}
+			live, started, err := s.Start(context.Background(), want, func(context.Context) (io.ReadCloser, appliance.Compression, error) {
+				return pr, appliance.CompressionNone, nil
+			})
+			require.NoError(t, err)
+			require.True(t, started)
+			ctx := context.Background()
+			readers := []struct {
+				name string
+				r    io.Reader
+				copy func(io.Writer, io.Reader) (int64, error)
+			}{
+				{"frames, Read", live.Frames(ctx), readOnly},
+				{"frames, WriteTo", live.Frames(ctx), writeTo},
+				{"plain, Read", live.Plain(ctx), readOnly},
+				{"plain, WriteTo", live.Plain(ctx), writeTo},
+			}
+			got := make([]bytes.Buffer, len(readers))
+			errs := make([]error, len(readers))
+			var wg sync.WaitGroup
+			for i, rd := range readers {
+				wg.Add(1)
+				go func() { defer wg.Done(); _, errs[i] = rd.copy(&got[i], rd.r) }()
+			}
+			for b := n.Bytes; len(b) > 0; b = b[min(len(b), 100<<10):] {
+				_, err := pw.Write(b[:min(len(b), 100<<10)]) // arrives in pieces while the followers wait
+				require.NoError(t, err)
+			}
+			require.NoError(t, pw.Close())
+			wg.Wait()
+			if tc.fail {
+				for i, rd := range readers {
+					require.ErrorIs(t, errs[i], appliance.ErrIngestFailed, rd.name)
+				}
+				return
+			}
+			nar, err := s.OpenNAR(ctx, n.Hash)
+			require.NoError(t, err)
+			var zst bytes.Buffer
+			_, err = nar.WriteFrames(ctx, &zst, 0, len(nar.Chunks())-1)
+			require.NoError(t, err)
+			for i, rd := range readers {
+				require.NoError(t, errs[i], rd.name)
+				if i < 2 {
+					require.Equal(t, zst.Bytes(), got[i].Bytes(), rd.name)
+				} else {
+					require.Equal(t, n.Bytes, got[i].Bytes(), rd.name)
+				}
+			}
+		})
+	}
+}
+
+// readOnly copies r to w through Read alone, hiding any WriteTo.
+func readOnly(w io.Writer, r io.Reader) (int64, error) {
+	return io.CopyBuffer(w, struct{ io.Reader }{r}, make([]byte, 1000))
+}
+
+func writeTo(w io.Writer, r io.Reader) (int64, error) {
+	wt, ok := r.(io.WriterTo)
+	if !ok {
+		return 0, fmt.Errorf("%T has no WriteTo", r)
+	}
+	return wt.WriteTo(w)
+}

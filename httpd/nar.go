@@ -279,6 +279,11 @@ func (b *body) WriteTo(w io.Writer) (int64, error) {
 	return n, err
 }
 
+// SupportsBodyWriteTo tells fasthttp that WriteTo does all that Read does,
+// so that a chunked body (a NAR still arriving) goes out in WriteTo's
+// pieces, not in 4 KiB chunks with a flush after each.
+func (b *body) SupportsBodyWriteTo() bool { return true }
+
 func (b *body) Close() error {
 	b.cancel()
 	if b.closer != nil {

@@ -1,13 +1,20 @@
 package httpd
 
 import (
+	"bufio"
+	"bytes"
+	"io"
 	"net"
+	"net/textproto"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
 )
 
 // TestBodyCutsAStalledClient: a streamed body whose client stops reading
@@ -51,5 +58,54 @@ func TestBodyCutsAStalledClient(t *testing.T) {
 			require.EqualValues(t, size, n)
 			require.Greater(t, time.Since(start), b.stall, "the slow client outlasted one stall period")
 		})
+	}
+}
+
+// TestChunkedBodyGoesOutInPieces: a body of unknown length (a NAR still
+// arriving) goes out in chunks of writePiece bytes, not fasthttp's 4 KiB
+// chunks with a flush, and so a write system call, after each.
+func TestChunkedBodyGoesOutInPieces(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 40<<10) // 640 KiB
+	ln := fasthttputil.NewInmemoryListener()
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		b := &body{r: struct{ io.Reader }{bytes.NewReader(data)}, cancel: func() {}, conn: ctx.Conn(), stall: time.Minute,
+			line: logLine{access: newAccessLog(io.Discard, nil)}}
+		ctx.SetBodyStream(b, -1)
+	}}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Shutdown()
+	conn, err := ln.Dial()
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.Write([]byte("GET / HTTP/1.1\r\nHost: cairn\r\n\r\n"))
+	require.NoError(t, err)
+
+	tp := textproto.NewReader(bufio.NewReaderSize(conn, 1<<20))
+	status, err := tp.ReadLine()
+	require.NoError(t, err)
+	require.Equal(t, "HTTP/1.1 200 OK", status)
+	h, err := tp.ReadMIMEHeader()
+	require.NoError(t, err)
+	require.Equal(t, "chunked", h.Get("Transfer-Encoding"))
+	var sizes []int
+	var got []byte
+	for {
+		line, err := tp.ReadLine()
+		require.NoError(t, err)
+		n, err := strconv.ParseInt(line, 16, 32)
+		require.NoError(t, err, "chunk size line %q", line)
+		if n == 0 {
+			break
+		}
+		chunk := make([]byte, n+2)
+		_, err = io.ReadFull(tp.R, chunk)
+		require.NoError(t, err)
+		got = append(got, chunk[:n]...)
+		sizes = append(sizes, int(n))
+	}
+	require.Equal(t, data, got)
+	require.Len(t, sizes, len(data)/writePiece, "chunk sizes %v", sizes)
+	for _, n := range sizes {
+		require.Equal(t, writePiece, n)
 	}
 }
