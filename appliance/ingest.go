@@ -543,6 +543,7 @@ func (p *pipeline) work() {
 		case stored:
 			d.ref.Comp, d.ref.Level = comp, level
 		default:
+			p.s.willWrite(id)
 			if p.s.cfg.CompressOnIngest {
 				d.frame = p.s.codec.Compress(nil, j.raw)
 				d.ref.Level = uint8(p.s.cfg.Level)

@@ -135,10 +135,11 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem, enc *recompr
 	for i, c := range todo {
 		ids[i] = c.ID
 	}
-	if !s.pinIfNotWriting(ids) {
+	run := s.startRecompress(ids)
+	if run == nil {
 		return st, errBusyChunks
 	}
-	defer s.unpin(ids)
+	defer s.endRecompress(run) // after finishRecompress, a no-op
 	batch := s.chunks.NewBatch()
 	defer batch.Cancel()
 	var updates []kv.FrameUpdate
@@ -185,7 +186,7 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem, enc *recompr
 	if err := s.chunks.Sync(); err != nil {
 		return st, err
 	}
-	return st, s.ix.FinishRecompress(it.Key, updates)
+	return st, s.finishRecompress(run, it.Key, updates)
 }
 
 // recompressor compresses the frames of one recompression run. A

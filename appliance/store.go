@@ -111,13 +111,17 @@ type Store struct {
 	// stored frames; and deleting, those being deleted right now. A chunk
 	// is marked for deletion only under pinMu with no pin, and nobody pins
 	// it until the deletion is over (unpinned signals that), so the index
-	// read and the chunk delete run without the lock. A chunk is
-	// recompressed only while no ingest may write it.
-	pinMu    sync.Mutex
-	unpinned *sync.Cond
-	pinned   map[cdc.ID]int
-	writing  map[cdc.ID]int
-	deleting map[cdc.ID]bool
+	// read and the chunk delete run without the lock. A recompression
+	// starts on a chunk only while no ingest may write it; an ingest that
+	// writes it later all the same (its NAR was deleted and asked for again
+	// meanwhile) marks it in each of recompressions, whose frames must then
+	// not be recorded over the new one.
+	pinMu          sync.Mutex
+	unpinned       *sync.Cond
+	pinned         map[cdc.ID]int
+	writing        map[cdc.ID]int
+	deleting       map[cdc.ID]bool
+	recompressions map[*recompressRun]bool
 
 	atimeMu sync.Mutex
 	atimes  map[string]int64
@@ -175,9 +179,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pinned:  map[cdc.ID]int{},
 		writing: map[cdc.ID]int{},
 		atimes:  map[string]int64{}, narUses: map[[32]byte]int64{},
-		deleting: map[cdc.ID]bool{},
-		kick:     make(chan struct{}, 1),
-		stop:     make(chan struct{}),
+		deleting:       map[cdc.ID]bool{},
+		recompressions: map[*recompressRun]bool{},
+		kick:           make(chan struct{}, 1),
+		stop:           make(chan struct{}),
 	}
 	s.unpinned = sync.NewCond(&s.pinMu)
 	s.wg.Add(1)
@@ -303,20 +308,80 @@ func (s *Store) doneWriting(ids ...cdc.ID) {
 	s.pinMu.Unlock()
 }
 
-// pinIfNotWriting pins ids for a recompression, unless an ingest may still
-// write one of them: its late stored frame would land on the new one.
-func (s *Store) pinIfNotWriting(ids []cdc.ID) bool {
+// recompressRun is one recompression's hold on its chunks.
+type recompressRun struct {
+	ids         []cdc.ID
+	holds       map[cdc.ID]bool
+	overwritten map[cdc.ID]bool // written by an ingest since the run began
+}
+
+// startRecompress pins ids for a recompression, unless an ingest may still
+// write one of them: its late stored frame would land on the new one. It
+// returns nil then.
+func (s *Store) startRecompress(ids []cdc.ID) *recompressRun {
 	s.pinMu.Lock()
 	defer s.pinMu.Unlock()
 	for _, id := range ids {
 		if s.writing[id] > 0 || s.deleting[id] {
-			return false
+			return nil
 		}
 	}
+	run := &recompressRun{ids: ids, holds: make(map[cdc.ID]bool, len(ids)), overwritten: map[cdc.ID]bool{}}
 	for _, id := range ids {
 		s.pinned[id]++
+		run.holds[id] = true
 	}
-	return true
+	s.recompressions[run] = true
+	return run
+}
+
+// willWrite records that an ingest is about to write id, having found it
+// unstored: a recompression holding id must not record its frame.
+func (s *Store) willWrite(id cdc.ID) {
+	s.pinMu.Lock()
+	for run := range s.recompressions {
+		if run.holds[id] {
+			run.overwritten[id] = true
+		}
+	}
+	s.pinMu.Unlock()
+}
+
+// finishRecompress records run's new frames, except those an ingest
+// overwrote meanwhile (what that ingest recorded is then right, or the next
+// recompression of its NAR finds the frame the store holds), and ends run.
+// The lock keeps an ingest from marking a chunk between the check and the
+// commit.
+func (s *Store) finishRecompress(run *recompressRun, key []byte, updates []kv.FrameUpdate) error {
+	s.pinMu.Lock()
+	defer s.pinMu.Unlock()
+	defer s.endRecompressLocked(run)
+	kept := updates[:0]
+	for _, u := range updates {
+		if !run.overwritten[u.ID] {
+			kept = append(kept, u)
+		}
+	}
+	return s.ix.FinishRecompress(key, kept)
+}
+
+// endRecompress releases run's pins.
+func (s *Store) endRecompress(run *recompressRun) {
+	s.pinMu.Lock()
+	defer s.pinMu.Unlock()
+	s.endRecompressLocked(run)
+}
+
+func (s *Store) endRecompressLocked(run *recompressRun) {
+	if !s.recompressions[run] {
+		return
+	}
+	delete(s.recompressions, run)
+	for _, id := range run.ids {
+		if s.pinned[id]--; s.pinned[id] <= 0 {
+			delete(s.pinned, id)
+		}
+	}
 }
 
 // unpin releases pins.

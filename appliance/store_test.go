@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/require"
 
 	"cairn/appliance"
@@ -92,7 +93,7 @@ func checkConsistent(t testing.TB, s *appliance.Store) {
 			}
 			frame, err := s.Chunks().Frame(ctx, c.ID, nil)
 			require.NoError(t, err, "dangling reference: manifest %s names missing chunk %s", appliance.FormatHash(m.NarHash), c.ID)
-			require.Len(t, frame, int(c.Comp), "chunk %s: stored frame and its recorded size differ", c.ID)
+			require.Equal(t, int(c.Comp), len(frame), "chunk %s: stored frame and its recorded size differ", c.ID)
 		}
 		require.NoError(t, s.Verify(ctx, m.NarHash))
 		nar, err := s.OpenNAR(ctx, m.NarHash)
@@ -805,4 +806,77 @@ func writeTo(w io.Writer, r io.Reader) (int64, error) {
 		return 0, fmt.Errorf("%T has no WriteTo", r)
 	}
 	return wt.WriteTo(w)
+}
+
+// hookCtx runs hook once, on the first of its Err calls at which cond
+// holds: a way to act at a chosen point of a loop that polls its context.
+type hookCtx struct {
+	context.Context
+	once sync.Once
+	cond func() bool
+	hook func()
+}
+
+func (c *hookCtx) Err() error {
+	if c.cond() {
+		c.once.Do(c.hook)
+	}
+	return c.Context.Err()
+}
+
+// A NAR deleted while the recompressor works on it, and ingested again
+// before the recompressor records its frames, gets stored-block frames
+// written over frames the recompressor already wrote. The recompressor
+// must then not record its sizes over the new manifest's: the index would
+// promise frames the chunk store no longer holds, and every .nar.zst of
+// the NAR would be cut short.
+func TestRecompressYieldsToAnIngestThatOverwrites(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tree")
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	b := make([]byte, 11<<20) // the recompressor writes through every 8 MiB of frames
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range b {
+		b[i] = byte(rng.Uint32() & 127) // compresses to about 7/8
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "f"), b, 0o644))
+	n := nixtest.MakeNAR(t, "half", dir)
+
+	s := openStore(t, t.TempDir(), func(c *appliance.Config) {
+		c.RecompressDelay = time.Hour
+		c.Level = zstd.SpeedBetterCompression // quicker than the best, and compresses this data as well
+	})
+	defer s.Close()
+	bg := context.Background()
+	_, err := s.Ingest(bg, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), appliance.CompressionNone)
+	require.NoError(t, err)
+	nar, err := s.OpenNAR(bg, n.Hash)
+	require.NoError(t, err)
+	first := nar.Chunks()[0]
+	require.EqualValues(t, cdc.StoredLevel, first.Level)
+
+	fired := false
+	ctx := &hookCtx{Context: bg,
+		cond: func() bool { // the recompressor's first write-through has landed
+			f, err := s.Chunks().Frame(bg, first.ID, nil)
+			return err == nil && len(f) != int(first.Comp)
+		},
+		hook: func() {
+			fired = true
+			_, err := s.DeleteNAR(bg, n.Hash)
+			require.NoError(t, err)
+			_, err = s.Ingest(bg, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), appliance.CompressionNone)
+			require.NoError(t, err)
+		}}
+	_, err = s.RecompressDue(ctx, time.Now().Add(2*time.Hour))
+	require.NoError(t, err)
+	require.True(t, fired, "the interleaving was reached")
+	checkConsistent(t, s)
+
+	// The next pass recompresses the new NAR's frames as usual.
+	_, err = s.RecompressDue(bg, time.Now().Add(4*time.Hour))
+	require.NoError(t, err)
+	checkConsistent(t, s)
+	again, err := s.OpenNAR(bg, n.Hash)
+	require.NoError(t, err)
+	require.NotEqualValues(t, cdc.StoredLevel, again.Chunks()[0].Level)
 }
