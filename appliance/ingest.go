@@ -33,6 +33,7 @@ type Want struct {
 	NarHash [32]byte // the expected sha256; zero means unknown, as for an upload
 	NarSize uint64   // the expected length; zero means unknown
 	Info    *NarInfo // committed with the NAR when set; its NarHash and NarSize are expected
+	Upload  string   // the name an upload arrived under, committed with the NAR when set
 	// Abort, when set, ends a body read that blocks: it runs when the
 	// ingest fails part-way, so that a stalled client is not waited for.
 	Abort func()
@@ -360,7 +361,11 @@ func (s *Store) ingest(ctx context.Context, cancel context.CancelCauseFunc, want
 		info.Added = time.Now().Unix()
 		want.Info = &info
 	}
-	if _, err := s.ix.CommitNAR(m, want.Info); err != nil {
+	var up *kv.Upload
+	if want.Upload != "" {
+		up = &kv.Upload{Name: want.Upload, At: time.Now()}
+	}
+	if _, err := s.ix.CommitNAR(m, want.Info, up); err != nil {
 		return nil, err
 	}
 	s.doneWriting(p.marked...)

@@ -34,7 +34,7 @@ func badUpload(format string, args ...any) error {
 // ""). The name is remembered, so a HEAD of it answers 200 afterwards.
 func (s *Service) UploadNAR(ctx context.Context, name string, body io.Reader, contentEncoding string) (*Result, error) {
 	comp := compressionOfName(name)
-	var want Want
+	want := Want{Upload: name}
 	if ab, ok := body.(Aborter); ok {
 		want.Abort = ab.Abort
 	}
@@ -48,9 +48,6 @@ func (s *Service) UploadNAR(ctx context.Context, name string, body io.Reader, co
 		if errors.Is(err, ErrBadNAR) || errors.Is(err, ErrBadBody) || errors.Is(err, ErrSizeMismatch) {
 			return nil, fmt.Errorf("%w: %s: %w", ErrBadUpload, name, err)
 		}
-		return nil, err
-	}
-	if err := s.store.ix.PutUpload(name, res.NarHash, time.Now()); err != nil {
 		return nil, err
 	}
 	s.kickEvict()

@@ -300,9 +300,10 @@ func storeHash(storePath string) (string, error) {
 }
 
 // CommitNAR records a NAR whose chunks are all durable in the chunk store,
-// together with its narinfo when ni is not nil, in one transaction. It
+// together with its narinfo when ni is not nil and its upload name when up
+// is not nil, in one transaction. It
 // reports whether the manifest was new; an existing manifest is kept as is.
-func (ix *Index) CommitNAR(m *Manifest, ni *NarInfo) (bool, error) {
+func (ix *Index) CommitNAR(m *Manifest, ni *NarInfo, up *Upload) (bool, error) {
 	var created bool
 	err := ix.update(func(tx *bolt.Tx, st *Stats) error {
 		mb := tx.Bucket(bucketManifest)
@@ -332,6 +333,11 @@ func (ix *Index) CommitNAR(m *Manifest, ni *NarInfo) (bool, error) {
 			if err := putNarInfo(tx, ni, st); err != nil {
 				return err
 			}
+		}
+		if up != nil {
+			// In the same transaction: a NAR committed without its upload
+			// entry would be named by nothing, and kept for ever.
+			return putUpload(tx, up.Name, m.NarHash, up.At)
 		}
 		return nil
 	})

@@ -50,11 +50,11 @@ func TestIndexRefcountsAndStats(t *testing.T) {
 	a := &kv.Manifest{NarHash: [32]byte{0xa}, NarSize: 1000, Chunks: []cdc.ChunkRef{{ID: id(1), Raw: 500, Comp: 50}, {ID: id(2), Raw: 500, Comp: 60}}}
 	b := &kv.Manifest{NarHash: [32]byte{0xb}, NarSize: 1500, Chunks: []cdc.ChunkRef{{ID: id(2), Raw: 500, Comp: 60}, {ID: id(3), Raw: 500, Comp: 70}, {ID: id(3), Raw: 500, Comp: 70}}}
 	for _, m := range []*kv.Manifest{a, b} {
-		created, err := ix.CommitNAR(m, nil)
+		created, err := ix.CommitNAR(m, nil, nil)
 		require.NoError(t, err)
 		require.True(t, created)
 	}
-	created, err := ix.CommitNAR(a, nil)
+	created, err := ix.CommitNAR(a, nil, nil)
 	require.NoError(t, err)
 	require.False(t, created, "a second commit of one NAR changes nothing")
 
@@ -98,6 +98,45 @@ func TestIndexRefcountsAndStats(t *testing.T) {
 	require.Zero(t, st.NarInfos)
 }
 
+// A NAR's upload name is committed with the NAR or not at all: an upload
+// entry is what lets GC drop a NAR no narinfo came to name.
+func TestCommitNARRecordsUploadWithIt(t *testing.T) {
+	ix, err := kv.OpenIndex(filepath.Join(t.TempDir(), "index.db"), cdc.DefaultParams)
+	require.NoError(t, err)
+	defer ix.Close()
+	at := time.Unix(1700000000, 0)
+	for _, tc := range []struct {
+		name    string
+		m       *kv.Manifest
+		ni      *kv.NarInfo
+		wantErr bool
+	}{
+		{"committed", &kv.Manifest{NarHash: [32]byte{0xa}, NarSize: 10, Chunks: []cdc.ChunkRef{{ID: id(1), Raw: 10, Comp: 10}}}, nil, false},
+		{"refused", &kv.Manifest{NarHash: [32]byte{0xb}, NarSize: 10, Chunks: []cdc.ChunkRef{{ID: id(2), Raw: 10, Comp: 10}}},
+			&kv.NarInfo{StorePath: "/nix/store/00000000000000000000000000000000-x", NarHash: [32]byte{0xc}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := &kv.Upload{Name: "nar/" + tc.name + ".nar.xz", At: at}
+			_, err := ix.CommitNAR(tc.m, tc.ni, up)
+			uploads, lerr := ix.Uploads()
+			require.NoError(t, lerr)
+			has, herr := ix.HasManifest(tc.m.NarHash)
+			require.NoError(t, herr)
+			if tc.wantErr {
+				require.Error(t, err)
+				require.False(t, has)
+				for _, u := range uploads {
+					require.NotEqual(t, up.Name, u.Name, "no upload entry without its NAR")
+				}
+				return
+			}
+			require.NoError(t, err)
+			require.True(t, has)
+			require.Contains(t, uploads, kv.UploadEntry{Name: up.Name, NarHash: tc.m.NarHash, At: at})
+		})
+	}
+}
+
 func TestRecompressQueue(t *testing.T) {
 	ix, err := kv.OpenIndex(filepath.Join(t.TempDir(), "index.db"), cdc.DefaultParams)
 	require.NoError(t, err)
@@ -105,7 +144,7 @@ func TestRecompressQueue(t *testing.T) {
 	stored := &kv.Manifest{NarHash: [32]byte{1}, NarSize: 10, Chunks: []cdc.ChunkRef{{ID: id(1), Raw: 10, Comp: 25, Level: cdc.StoredLevel}}}
 	packed := &kv.Manifest{NarHash: [32]byte{2}, NarSize: 10, Chunks: []cdc.ChunkRef{{ID: id(2), Raw: 10, Comp: 5, Level: 4}}}
 	for _, m := range []*kv.Manifest{stored, packed} {
-		_, err := ix.CommitNAR(m, nil)
+		_, err := ix.CommitNAR(m, nil, nil)
 		require.NoError(t, err)
 	}
 	due, err := ix.DueRecompress(time.Now().Add(time.Second), nil, 10)

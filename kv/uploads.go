@@ -58,15 +58,12 @@ func (ix *Index) GetBlob(kind Blob, key string) ([]byte, error) {
 	return out, nil
 }
 
-// PutUpload remembers that the NAR uploaded under name has narHash.
-func (ix *Index) PutUpload(name string, narHash [32]byte, at time.Time) error {
-	err := ix.db.Update(func(tx *bolt.Tx) error {
-		return putUpload(tx, name, narHash, at)
-	})
-	if err != nil {
-		return fmt.Errorf("put upload %s: %w", name, err)
-	}
-	return nil
+// Upload is the name a NAR was uploaded under, remembered with its commit
+// so that a HEAD of the name answers, and so that GC drops the NAR after
+// the upload grace if no narinfo comes to name it.
+type Upload struct {
+	Name string
+	At   time.Time
 }
 
 func putUpload(tx *bolt.Tx, name string, narHash [32]byte, at time.Time) error {
