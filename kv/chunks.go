@@ -95,7 +95,7 @@ func OpenChunks(dir string, o ChunkOptions) (*ChunkStore, error) {
 // nothing: each starts with a header written before its first entry.
 func removeEmptyLogs(dir string, log *slog.Logger) error {
 	var paths []string
-	for _, pattern := range []string{"*.vlog", "*.mem"} {
+	for _, pattern := range []string{"*.vlog", "*" + memLogExt} {
 		p, err := filepath.Glob(filepath.Join(dir, pattern))
 		if err != nil {
 			return err
@@ -360,8 +360,43 @@ func (b *Batch) Cancel() {
 	}
 }
 
-// Sync makes every write so far durable.
-func (s *ChunkStore) Sync() error { return s.db.Sync() }
+// Sync makes every write so far durable. Badger's Sync reaches the value
+// log and the active memtable's log only. A memtable that filled up since
+// is waiting for its flush to a table with its log not synced, and holds
+// keys of frames written before the rotation: a power cut then would lose
+// them under a committed manifest. So every memtable log is synced too.
+func (s *ChunkStore) Sync() error {
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("sync chunk store: %w", err)
+	}
+	logs, err := filepath.Glob(filepath.Join(s.logs.dir, "*"+memLogExt))
+	if err != nil {
+		return fmt.Errorf("sync chunk store: %w", err)
+	}
+	for _, name := range logs {
+		if err := syncFile(name); err != nil {
+			return fmt.Errorf("sync chunk store: %w", err)
+		}
+	}
+	return nil
+}
+
+// memLogExt ends the name of a memtable's log file in Badger's directory.
+const memLogExt = ".mem"
+
+// syncFile fsyncs the file at name; one deleted meanwhile (its memtable
+// was flushed to a synced table) needs nothing.
+func syncFile(name string) error {
+	f, err := os.Open(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
 
 // Delete removes chunks. Call it only after the index transaction that
 // dropped their last references has committed.

@@ -241,3 +241,31 @@ func TestChunkStoreOpensAfterCrashLeftEmptyLogs(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "frame bytes", string(f))
 }
+
+// Sync reaches the logs of memtables that filled up and wait for their
+// flush, not only the active one's (Badger's own Sync). A power cut is not
+// something a test can make here; this runs Sync while such a memtable
+// exists, and while the flusher deletes logs under it.
+func TestSyncWithFilledMemtablesWaiting(t *testing.T) {
+	dir := t.TempDir()
+	s, err := kv.OpenChunks(dir, kv.ChunkOptions{MemTableSize: 1 << 20, IndexCacheSize: 1 << 20, ValueLogFileSize: 1 << 20})
+	require.NoError(t, err)
+	defer s.Close()
+	waiting := 0
+	for round := 0; round < 200 && waiting < 3; round++ {
+		b := s.NewBatch()
+		for i := range 500 {
+			frame := make([]byte, 200) // small values live in the memtable: it fills quickly
+			frame[0], frame[1] = byte(i), byte(round)
+			require.NoError(t, b.Put(cdc.ID{byte(i), byte(i >> 8), byte(round), 2}, frame))
+		}
+		require.NoError(t, b.Flush())
+		logs, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+		require.NoError(t, err)
+		if len(logs) > 1 {
+			waiting++
+		}
+		require.NoError(t, s.Sync())
+	}
+	require.Positive(t, waiting, "no filled memtable was ever seen waiting for its flush")
+}
