@@ -198,16 +198,30 @@ func (s *Service) GC(ctx context.Context) (*GCReport, error) {
 	return rep, nil
 }
 
+// DefaultGCEvery is how often GC runs on its own unless configured.
+const DefaultGCEvery = 6 * time.Hour
+
 // lifecycleLoop evicts when an ingest or the clock says the store may have
-// outgrown its limit.
+// outgrown its limit, and runs GC every cfg.GCEvery.
 func (s *Service) lifecycleLoop() {
 	defer s.wg.Done()
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
+	var gc <-chan time.Time
+	if s.cfg.GCEvery > 0 {
+		gcTick := time.NewTicker(s.cfg.GCEvery)
+		defer gcTick.Stop()
+		gc = gcTick.C
+	}
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
+		case <-gc:
+			if _, err := s.GC(s.ctx); err != nil && s.ctx.Err() == nil {
+				s.log.Error("gc", "err", err)
+			}
+			continue
 		case <-t.C:
 		case <-s.evictKick:
 		}

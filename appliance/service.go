@@ -46,6 +46,10 @@ type ServiceConfig struct {
 	// UploadGrace is how long an uploaded NAR waits for its narinfo before
 	// it is dropped; default 1h.
 	UploadGrace time.Duration
+	// GCEvery is how often GC runs on its own, so that unclaimed uploads
+	// and orphan chunks go without an operator; default DefaultGCEvery,
+	// negative never.
+	GCEvery time.Duration
 	// MaxSize is the physical size (stored chunk bytes, each counted once)
 	// above which least recently used paths are evicted; 0 means no limit.
 	MaxSize uint64
@@ -123,6 +127,9 @@ func NewService(store *Store, cfg ServiceConfig) (*Service, error) {
 	}
 	if cfg.UploadGrace <= 0 {
 		cfg.UploadGrace = time.Hour
+	}
+	if cfg.GCEvery == 0 {
+		cfg.GCEvery = DefaultGCEvery
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -16,6 +16,7 @@ import (
 
 	"cairn/appliance"
 	"cairn/appliance/narinfo"
+	"cairn/cdc"
 	"cairn/internal/nixtest"
 )
 
@@ -187,4 +188,42 @@ func TestServedNarInfoFollowsDeletes(t *testing.T) {
 	require.NoError(t, svc.DeleteNarInfo(context.Background(), hash))
 	_, err := svc.NarInfo(context.Background(), hash, false)
 	require.ErrorIs(t, err, appliance.ErrNotFound, "a deleted path is never served from the cache")
+}
+
+// GC runs on its own every GCEvery: a chunk no manifest references (one a
+// crash left, or one a delete skipped while an ingest relied on it) goes
+// with no operator running `cairn gc`, and stays with GC off.
+func TestGCRunsOnItsOwn(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		every time.Duration
+		swept bool
+	}{
+		{"every 50ms", 50 * time.Millisecond, true},
+		{"off", -1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := newService(t, func(c *appliance.ServiceConfig) { c.GCEvery = tc.every })
+			chunks := svc.Store().Chunks()
+			orphan := cdc.ID{0xde, 0xad}
+			b := chunks.NewBatch()
+			require.NoError(t, b.Put(orphan, cdc.Store(nil, []byte("nobody's"))))
+			require.NoError(t, b.Flush())
+			has := func() bool {
+				ok, err := chunks.Has(orphan)
+				require.NoError(t, err)
+				return ok
+			}
+			if !tc.swept {
+				time.Sleep(300 * time.Millisecond)
+				require.True(t, has(), "nothing runs GC")
+				return
+			}
+			require.Eventually(t, func() bool {
+				rep, err := svc.Report()
+				require.NoError(t, err)
+				return !has() && rep.LastGC != nil
+			}, 10*time.Second, 20*time.Millisecond, "the orphan is swept, and the report shows the GC")
+		})
+	}
 }

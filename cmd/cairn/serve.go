@@ -37,7 +37,7 @@ type serveFlags struct {
 	upstreams, trustedKeys, uploadKeys                    list
 	tokensFile                                            string
 	readAuth                                              bool
-	uploadGrace                                           time.Duration
+	uploadGrace, gcEvery                                  time.Duration
 	maxSize, memoryLimit                                  byteSize
 	lowWatermark                                          float64
 	priority                                              int
@@ -62,6 +62,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.readAuth, "read-auth", false, "reads need a read token too")
 	fs.Var(&f.uploadKeys, "trusted-upload-key", "NAME:BASE64 key an uploaded narinfo must be signed with, repeatable (default: any write token may upload)")
 	fs.DurationVar(&f.uploadGrace, "upload-grace", time.Hour, "how long an uploaded NAR waits for its narinfo before it is dropped")
+	fs.DurationVar(&f.gcEvery, "gc-every", appliance.DefaultGCEvery, "how often GC runs on its own (drops unclaimed uploads, sweeps orphan chunks, gives disk back); 0 never")
 	fs.Var(&f.maxSize, "max-size", "evict least recently used paths when stored chunks exceed this size, e.g. 200G (default: no limit)")
 	fs.Float64Var(&f.lowWatermark, "low-watermark", appliance.DefaultLowWatermark, "share of --max-size eviction runs down to")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 15*time.Second, "how long SIGTERM waits for running downloads")
@@ -196,7 +197,10 @@ func serve(args []string, stderr io.Writer) error {
 // trusted keys and cairn's own key.
 func (f *serveFlags) service(log *slog.Logger) (appliance.ServiceConfig, error) {
 	cfg := appliance.ServiceConfig{Prefetch: f.prefetch, Insecure: f.insecure, Logger: log, UploadGrace: f.uploadGrace,
-		MaxSize: uint64(f.maxSize), LowWatermark: f.lowWatermark}
+		GCEvery: f.gcEvery, MaxSize: uint64(f.maxSize), LowWatermark: f.lowWatermark}
+	if f.gcEvery <= 0 {
+		cfg.GCEvery = -1 // never
+	}
 	if f.lowWatermark <= 0 || f.lowWatermark > 1 {
 		return cfg, fmt.Errorf("--low-watermark %v: want a share of --max-size between 0 and 1, e.g. 0.9", f.lowWatermark)
 	}
