@@ -10,8 +10,11 @@ import (
 )
 
 // pipeBytes is the pipe size spliceSpans asks for: frames gather in the
-// pipe and go to the socket in runs of up to this many bytes.
-const pipeBytes = 256 << 10
+// pipe and go to the socket in runs of up to this many bytes. 1 MiB is the
+// most an unprivileged process may ask for (fs.pipe-max-size); past the
+// per-user total (fs.pipe-user-pages-soft) the kernel refuses, and the
+// pipe keeps its default size.
+const pipeBytes = 1 << 20
 
 // spliceSpans sends the spans' parts of bytes [skip, skip+n) to sw through
 // a pipe: each frame moves from the page cache into the pipe, and the pipe
