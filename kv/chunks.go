@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -46,6 +48,11 @@ type ChunkStore struct {
 	// while Reclaim flushes the memtable: Badger fails writes made during
 	// that flush instead of making them wait.
 	writeMu sync.RWMutex
+	// syncMu orders Syncs; value-log files below syncedFrom were synced
+	// whole by one (or were there at open) and are never written again.
+	syncMu     sync.Mutex
+	syncedFrom uint32
+	syncFile   func(name string) error // fsyncs a file; tests watch it
 }
 
 // OpenChunks opens or creates the chunk store in dir. The caller holds the
@@ -86,7 +93,16 @@ func OpenChunks(dir string, o ChunkOptions) (*ChunkStore, error) {
 		}
 		return nil, fmt.Errorf("open chunk store %s: %w", dir, err)
 	}
-	return &ChunkStore{db: db, logs: newLogFiles(dir)}, nil
+	s := &ChunkStore{db: db, logs: newLogFiles(dir), syncFile: syncFile}
+	fids, err := s.logFids()
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open chunk store %s: %w", dir, err)
+	}
+	if len(fids) > 0 {
+		s.syncedFrom = fids[len(fids)-1]
+	}
+	return s, nil
 }
 
 // removeEmptyLogs deletes zero-length value-log and memtable log files. A
@@ -360,25 +376,62 @@ func (b *Batch) Cancel() {
 	}
 }
 
-// Sync makes every write so far durable. Badger's Sync reaches the value
-// log and the active memtable's log only. A memtable that filled up since
-// is waiting for its flush to a table with its log not synced, and holds
-// keys of frames written before the rotation: a power cut then would lose
-// them under a committed manifest. So every memtable log is synced too.
+// Sync makes every write so far durable. Badger's Sync reaches the newest
+// value-log file and the active memtable's log only, and leaves two gaps a
+// power cut could turn into a committed manifest naming lost chunks:
+//   - a memtable that filled up waits for its flush to a table with its log
+//     not synced, holding keys of frames written before it filled;
+//   - a value-log file Badger moved on from is synced when it is closed,
+//     except when one write grew it past its preallocated size: then the
+//     last entries of that write are not.
+//
+// So every memtable log is synced too, and every value-log file written
+// since the last Sync.
 func (s *ChunkStore) Sync() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("sync chunk store: %w", err)
 	}
-	logs, err := filepath.Glob(filepath.Join(s.logs.dir, "*"+memLogExt))
+	mems, err := filepath.Glob(filepath.Join(s.logs.dir, "*"+memLogExt))
 	if err != nil {
 		return fmt.Errorf("sync chunk store: %w", err)
 	}
-	for _, name := range logs {
-		if err := syncFile(name); err != nil {
+	fids, err := s.logFids()
+	if err != nil {
+		return fmt.Errorf("sync chunk store: %w", err)
+	}
+	for _, fid := range fids {
+		if fid >= s.syncedFrom {
+			mems = append(mems, s.logs.path(fid))
+		}
+	}
+	for _, name := range mems {
+		if err := s.syncFile(name); err != nil {
 			return fmt.Errorf("sync chunk store: %w", err)
 		}
 	}
+	if len(fids) > 0 {
+		s.syncedFrom = fids[len(fids)-1] // the newest may still grow
+	}
 	return nil
+}
+
+// logFids returns the numbers of the value-log files, in order.
+func (s *ChunkStore) logFids() ([]uint32, error) {
+	names, err := filepath.Glob(filepath.Join(s.logs.dir, "*.vlog"))
+	if err != nil {
+		return nil, err
+	}
+	var fids []uint32
+	for _, name := range names {
+		n, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(name), ".vlog"), 10, 32)
+		if err == nil {
+			fids = append(fids, uint32(n))
+		}
+	}
+	slices.Sort(fids)
+	return fids, nil
 }
 
 // memLogExt ends the name of a memtable's log file in Badger's directory.
