@@ -146,18 +146,39 @@ func (s *Store) DeletePaths(ctx context.Context, storeHashes ...string) (paths, 
 }
 
 // SweepOrphans deletes stored chunks that no manifest references, such as
-// those a crash left between writing chunks and committing a manifest.
+// those a crash left between writing chunks and committing a manifest. It
+// goes through the chunk store sweepBatch ids at a time, so its memory does
+// not grow with the store.
 func (s *Store) SweepOrphans(ctx context.Context) (int, error) {
-	var all []cdc.ID
-	if err := s.chunks.ForEach(ctx, func(id cdc.ID) error { all = append(all, id); return nil }); err != nil {
-		return 0, fmt.Errorf("sweep orphans: %w", err)
+	ids := make([]cdc.ID, 0, sweepBatch)
+	deleted := 0
+	sweep := func() error {
+		candidates, err := s.ix.Unreferenced(ids)
+		if err != nil {
+			return err
+		}
+		n, err := s.deleteUnreferenced(candidates)
+		deleted += n
+		ids = ids[:0]
+		return err
 	}
-	candidates, err := s.ix.Unreferenced(all)
+	err := s.chunks.ForEach(ctx, func(id cdc.ID) error {
+		if ids = append(ids, id); len(ids) == sweepBatch {
+			return sweep()
+		}
+		return nil
+	})
+	if err == nil && len(ids) > 0 {
+		err = sweep()
+	}
 	if err != nil {
-		return 0, fmt.Errorf("sweep orphans: %w", err)
+		return deleted, fmt.Errorf("sweep orphans: %w", err)
 	}
-	return s.deleteUnreferenced(candidates)
+	return deleted, nil
 }
+
+// sweepBatch is how many chunk ids SweepOrphans checks at once.
+const sweepBatch = 8192
 
 type writerFunc func([]byte) (int, error)
 

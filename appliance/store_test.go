@@ -880,3 +880,25 @@ func TestRecompressYieldsToAnIngestThatOverwrites(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEqualValues(t, cdc.StoredLevel, again.Chunks()[0].Level)
 }
+
+// SweepOrphans deletes every chunk no manifest references, across more
+// than one of its batches, and nothing a manifest does.
+func TestSweepOrphansKeepsReferencedChunks(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	ctx := context.Background()
+	n := nixtest.SampleNARs(t)[1]
+	_, err := s.Ingest(ctx, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), appliance.CompressionNone)
+	require.NoError(t, err)
+	const orphans = 8192 + 100
+	b := s.Chunks().NewBatch()
+	for i := range orphans {
+		require.NoError(t, b.Put(cdc.ID{0xff, byte(i), byte(i >> 8)}, cdc.Store(nil, []byte{byte(i)})))
+	}
+	require.NoError(t, b.Flush())
+	deleted, err := s.SweepOrphans(ctx)
+	require.NoError(t, err)
+	require.Equal(t, orphans, deleted)
+	checkConsistent(t, s)
+	require.Equal(t, n.Bytes, readAll(t, s, n.Hash))
+}
