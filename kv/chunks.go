@@ -94,7 +94,7 @@ func OpenChunks(dir string, o ChunkOptions) (*ChunkStore, error) {
 		return nil, fmt.Errorf("open chunk store %s: %w", dir, err)
 	}
 	s := &ChunkStore{db: db, logs: newLogFiles(dir), syncFile: syncFile}
-	fids, err := s.logFids()
+	_, fids, err := s.listLogs()
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open chunk store %s: %w", dir, err)
@@ -393,11 +393,7 @@ func (s *ChunkStore) Sync() error {
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("sync chunk store: %w", err)
 	}
-	mems, err := filepath.Glob(filepath.Join(s.logs.dir, "*"+memLogExt))
-	if err != nil {
-		return fmt.Errorf("sync chunk store: %w", err)
-	}
-	fids, err := s.logFids()
+	mems, fids, err := s.listLogs()
 	if err != nil {
 		return fmt.Errorf("sync chunk store: %w", err)
 	}
@@ -417,21 +413,26 @@ func (s *ChunkStore) Sync() error {
 	return nil
 }
 
-// logFids returns the numbers of the value-log files, in order.
-func (s *ChunkStore) logFids() ([]uint32, error) {
-	names, err := filepath.Glob(filepath.Join(s.logs.dir, "*.vlog"))
+// listLogs reads Badger's directory once for the paths of the memtable
+// logs and the numbers of the value-log files, in order.
+func (s *ChunkStore) listLogs() (mems []string, fids []uint32, err error) {
+	entries, err := os.ReadDir(s.logs.dir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var fids []uint32
-	for _, name := range names {
-		n, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(name), ".vlog"), 10, 32)
-		if err == nil {
-			fids = append(fids, uint32(n))
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case strings.HasSuffix(name, memLogExt):
+			mems = append(mems, filepath.Join(s.logs.dir, name))
+		case strings.HasSuffix(name, ".vlog"):
+			if n, err := strconv.ParseUint(strings.TrimSuffix(name, ".vlog"), 10, 32); err == nil {
+				fids = append(fids, uint32(n))
+			}
 		}
 	}
 	slices.Sort(fids)
-	return fids, nil
+	return mems, fids, nil
 }
 
 // memLogExt ends the name of a memtable's log file in Badger's directory.
