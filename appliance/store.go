@@ -114,8 +114,8 @@ type Store struct {
 	// read and the chunk delete run without the lock. A recompression
 	// starts on a chunk only while no ingest may write it; an ingest that
 	// writes it later all the same (its NAR was deleted and asked for again
-	// meanwhile) marks it in each of recompressions, whose frames must then
-	// not be recorded over the new one.
+	// meanwhile) marks it in every recompression holding it, which must then
+	// not record its frame over the new one.
 	pinMu          sync.Mutex
 	unpinned       *sync.Cond
 	pinned         map[cdc.ID]int
@@ -310,7 +310,6 @@ func (s *Store) doneWriting(ids ...cdc.ID) {
 
 // recompressRun is one recompression's hold on its chunks.
 type recompressRun struct {
-	ids         []cdc.ID
 	holds       map[cdc.ID]bool
 	overwritten map[cdc.ID]bool // written by an ingest since the run began
 }
@@ -326,7 +325,7 @@ func (s *Store) startRecompress(ids []cdc.ID) *recompressRun {
 			return nil
 		}
 	}
-	run := &recompressRun{ids: ids, holds: make(map[cdc.ID]bool, len(ids)), overwritten: map[cdc.ID]bool{}}
+	run := &recompressRun{holds: make(map[cdc.ID]bool, len(ids)), overwritten: map[cdc.ID]bool{}}
 	for _, id := range ids {
 		s.pinned[id]++
 		run.holds[id] = true
@@ -377,7 +376,7 @@ func (s *Store) endRecompressLocked(run *recompressRun) {
 		return
 	}
 	delete(s.recompressions, run)
-	for _, id := range run.ids {
+	for id := range run.holds {
 		if s.pinned[id]--; s.pinned[id] <= 0 {
 			delete(s.pinned, id)
 		}
