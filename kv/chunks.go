@@ -557,7 +557,7 @@ func (s *ChunkStore) gc(ctx context.Context, discardRatio float64) (int, error) 
 		}
 	}()
 	for ctx.Err() == nil {
-		err := s.db.RunValueLogGC(discardRatio)
+		err := s.rewriteOneLog(discardRatio)
 		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
 			return n, nil
 		}
@@ -574,6 +574,23 @@ func (s *ChunkStore) gc(ctx context.Context, discardRatio float64) (int, error) 
 		}
 	}
 	return n, ctx.Err()
+}
+
+// rewriteOneLog has Badger rewrite one value-log file, and makes the copies
+// of its live frames durable before the file is deleted. Badger copies them
+// through its ordinary, unsynced write path and deletes the old file at
+// once, unless an iterator is open: then it waits for the last one to
+// close. So one is held open until Sync has run.
+func (s *ChunkStore) rewriteOneLog(discardRatio float64) error {
+	txn := s.db.NewTransaction(false)
+	defer txn.Discard()
+	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: flushKey})
+	err := s.db.RunValueLogGC(discardRatio)
+	if err == nil {
+		err = s.Sync()
+	}
+	it.Close() // the rewritten file goes now, unless another iterator holds it
+	return err
 }
 
 type badgerLogger struct{ l *slog.Logger }

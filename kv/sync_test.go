@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"context"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -55,4 +56,48 @@ func TestSyncReachesEveryLogWrittenSince(t *testing.T) {
 		require.NotContains(t, synced, name, "files synced whole are not synced again")
 	}
 	require.Contains(t, synced, after[len(after)-1], "the newest, which may still grow")
+}
+
+// Reclaim deletes a rewritten value-log file only after a Sync has made
+// the copies of its live frames durable: each file it deletes was still
+// there when a Sync during the rewrites ran.
+func TestReclaimSyncsBeforeDeleting(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenChunks(dir, ChunkOptions{MemTableSize: 4 << 20, IndexCacheSize: 1 << 20, ValueLogFileSize: 1 << 20})
+	require.NoError(t, err)
+	defer s.Close()
+	var ids []cdc.ID
+	b := s.NewBatch()
+	for i := range 400 {
+		ids = append(ids, cdc.ID{byte(i), byte(i >> 8), 4})
+		require.NoError(t, b.Put(ids[i], make([]byte, 32<<10)))
+	}
+	require.NoError(t, b.Flush())
+	require.NoError(t, s.Sync())
+	require.NoError(t, s.Delete(ids[:390]))
+	_, before, err := s.listLogs()
+	require.NoError(t, err)
+
+	seen := map[uint32]bool{} // value-log files present when a Sync ran
+	s.syncFile = func(name string) error {
+		_, fids, err := s.listLogs()
+		require.NoError(t, err)
+		for _, fid := range fids {
+			seen[fid] = true
+		}
+		return syncFile(name)
+	}
+	rewrote, err := s.Reclaim(context.Background(), 0.5)
+	require.NoError(t, err)
+	require.Positive(t, rewrote)
+	_, after, err := s.listLogs()
+	require.NoError(t, err)
+	deleted := 0
+	for _, fid := range before {
+		if !slices.Contains(after, fid) {
+			deleted++
+			require.True(t, seen[fid], "value-log file %d deleted with no Sync before", fid)
+		}
+	}
+	require.Positive(t, deleted)
 }
