@@ -44,6 +44,9 @@ var ErrBusy = errors.New("chunk store busy")
 type ChunkStore struct {
 	db   *badger.DB
 	logs *logFiles // frames are read with pread, not through Badger's mapping
+	// spans keeps where frames lie for LocateFrames; every write, delete
+	// and value-log rewrite tells it once the change can be seen.
+	spans *spanCache
 	// writeMu is held shared by every open batch and delete, and exclusively
 	// while Reclaim flushes the memtable: Badger fails writes made during
 	// that flush instead of making them wait.
@@ -93,7 +96,7 @@ func OpenChunks(dir string, o ChunkOptions) (*ChunkStore, error) {
 		}
 		return nil, fmt.Errorf("open chunk store %s: %w", dir, err)
 	}
-	s := &ChunkStore{db: db, logs: newLogFiles(dir), syncFile: syncFile}
+	s := &ChunkStore{db: db, logs: newLogFiles(dir), spans: newSpanCache(spanCacheEntries), syncFile: syncFile}
 	_, fids, err := s.listLogs()
 	if err != nil {
 		db.Close()
@@ -325,7 +328,9 @@ func (b *Batch) Put(id cdc.ID, frame []byte) error {
 	go func() {
 		defer b.through.Done()
 		defer func() { <-b.throttle }()
-		if err := full.Flush(); err != nil {
+		err := full.Flush()
+		b.s.spans.forget(ids) // even a failed flush may have written some
+		if err != nil {
 			b.mu.Lock()
 			if b.err == nil {
 				b.err = fmt.Errorf("write chunks: %w", err)
@@ -358,6 +363,7 @@ func (b *Batch) Flush() error {
 	}
 	defer b.s.writeMu.RUnlock()
 	err := b.wb.Flush()
+	b.s.spans.forget(b.ids)
 	if b.err != nil {
 		return b.err
 	}
@@ -372,6 +378,7 @@ func (b *Batch) Flush() error {
 func (b *Batch) Cancel() {
 	if b.end() {
 		b.wb.Cancel()
+		b.s.spans.forget(b.ids) // a write batch commits as it fills
 		b.s.writeMu.RUnlock()
 	}
 }
@@ -458,7 +465,10 @@ func (s *ChunkStore) Delete(ids []cdc.ID) error {
 	s.writeMu.RLock()
 	defer s.writeMu.RUnlock()
 	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
+	defer func() {
+		wb.Cancel()
+		s.spans.forget(ids) // a write batch commits as it fills
+	}()
 	for _, id := range ids {
 		if err := wb.Delete(append([]byte(nil), id[:]...)); err != nil {
 			return fmt.Errorf("delete chunk %s: %w", id, err)
@@ -586,6 +596,7 @@ func (s *ChunkStore) rewriteOneLog(discardRatio float64) error {
 	defer txn.Discard()
 	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: flushKey})
 	err := s.db.RunValueLogGC(discardRatio)
+	s.spans.clear() // the frames it copied are elsewhere now
 	if err == nil {
 		err = s.Sync()
 	}

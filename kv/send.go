@@ -54,59 +54,96 @@ func (s *ChunkStore) LocateFrames(ctx context.Context, ids []cdc.ID, want []uint
 		return nil, err
 	}
 	l := &located{ids: ids, spans: make([]span, 0, len(ids)), files: map[uint32]*os.File{}}
-	err := s.db.View(func(txn *badger.Txn) error {
-		for i, id := range ids {
-			item, err := txn.Get(id[:])
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				return nil // the copy path reports it
+	gen := s.spans.generation()
+	var txn *badger.Txn // opened at the first frame not cached
+	var fresh []int     // which spans were looked up, to cache them
+	for i, id := range ids {
+		sp, ok := s.spans.get(id)
+		if !ok || sp.vlen != int(want[i]) {
+			if txn == nil {
+				txn = s.db.NewTransaction(false)
+				defer txn.Discard()
 			}
-			if err != nil {
-				return fmt.Errorf("locate chunk %s: %w", id, err)
+			var err error
+			if sp, ok, err = lookupSpan(txn, id, want[i]); err != nil {
+				return nil, err
 			}
-			vp, ok := valuePointer(item)
 			if !ok {
-				return nil
+				break // the copy path reports it
 			}
-			hlen, vlen, ok := entryLayout(vp.Len, len(id)+8)
-			if !ok || vlen != int(want[i]) {
-				return nil
-			}
-			l.spans = append(l.spans, span{fid: vp.Fid, entry: int64(vp.Offset), hlen: hlen, vlen: vlen})
+			fresh = append(fresh, i)
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
+		l.spans = append(l.spans, sp)
+	}
+	if len(fresh) > 0 {
+		freshIDs := make([]cdc.ID, len(fresh))
+		freshSpans := make([]span, len(fresh))
+		for k, i := range fresh {
+			freshIDs[k], freshSpans[k] = ids[i], l.spans[i]
+		}
+		s.spans.add(gen, freshIDs, freshSpans)
 	}
 	// One entry per file is read back. The bytes under a written offset
 	// never change until the value-log GC truncates the whole file to
 	// delete it (a send then stops short, see errStop), and each frame's
 	// length already matched its manifest, so this guards the value
 	// pointers read from Badger's unexported field.
+	if i, ok := l.check(s.logs); !ok {
+		// The value-log GC deleted a file since the lookup, or a cached
+		// location is stale: the cache is dropped whole, not trusted more.
+		s.spans.clear()
+		l.spans = l.spans[:i]
+	}
+	return l, nil
+}
+
+// lookupSpan finds where chunk id's frame lies in the value log. ok is
+// false when it cannot vouch for it: not in the value log, or of another
+// length than want.
+func lookupSpan(txn *badger.Txn, id cdc.ID, want uint32) (sp span, ok bool, err error) {
+	item, err := txn.Get(id[:])
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return span{}, false, nil
+	}
+	if err != nil {
+		return span{}, false, fmt.Errorf("locate chunk %s: %w", id, err)
+	}
+	vp, ok := valuePointer(item)
+	if !ok {
+		return span{}, false, nil
+	}
+	hlen, vlen, ok := entryLayout(vp.Len, len(id)+8)
+	if !ok || vlen != int(want) {
+		return span{}, false, nil
+	}
+	return span{fid: vp.Fid, entry: int64(vp.Offset), hlen: hlen, vlen: vlen}, true, nil
+}
+
+// check opens the files of the located spans and reads back the first
+// entry in each. It returns the index of the first span it cannot vouch
+// for, and false, if there is one.
+func (l *located) check(logs *logFiles) (int, bool) {
 	var head [2 + 3*binary.MaxVarintLen64 + 64]byte
 	for i, sp := range l.spans {
 		if _, ok := l.files[sp.fid]; ok {
 			continue
 		}
 		// A file the value-log GC deleted since the lookup fails to open.
-		f, err := os.Open(s.logs.path(sp.fid))
+		f, err := os.Open(logs.path(sp.fid))
 		if err != nil {
-			l.spans = l.spans[:i]
-			break
+			return i, false
 		}
 		l.files[sp.fid] = f
-		key := ids[i][:]
+		key := l.ids[i][:]
 		if sp.hlen+len(key)+8 > len(head) {
-			l.spans = l.spans[:i]
-			break
+			return i, false
 		}
 		h := head[:sp.hlen+len(key)+8]
 		if k, err := f.ReadAt(h, sp.entry); k != len(h) || err != nil || !entryIs(h, key, sp.hlen, sp.vlen) {
-			l.spans = l.spans[:i]
-			break
+			return i, false
 		}
 	}
-	return l, nil
+	return len(l.spans), true
 }
 
 // Send writes bytes [skip, skip+n) of the located frames, back to back,
