@@ -64,7 +64,10 @@ func (s *Store) recompressLoop() {
 
 // ReclaimRatio is the share of dead bytes that makes Reclaim rewrite a
 // value-log file: at most that share of the chunk store is dead space.
-const ReclaimRatio = 0.5
+// With five toolchain releases stored and recompressed, 0.5 left 10 MB of
+// 139 MB dead (a file ends up holding the last stored frames of an ingest
+// and the first recompressed ones); 0.2 and 0.1 both leave none.
+const ReclaimRatio = 0.2
 
 // Reclaim gives the disk space of deleted and replaced frames back to the
 // file system. It returns the number of value-log files rewritten.
