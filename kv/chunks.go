@@ -56,6 +56,9 @@ type ChunkStore struct {
 	syncMu     sync.Mutex
 	syncedFrom uint32
 	syncFile   func(name string) error // fsyncs a file; tests watch it
+	// reclaiming holds a token while a Reclaim runs: Badger's compaction
+	// pause and resume (Flatten, DropPrefix) must not run twice at once.
+	reclaiming chan struct{}
 }
 
 // OpenChunks opens or creates the chunk store in dir. The caller holds the
@@ -96,7 +99,8 @@ func OpenChunks(dir string, o ChunkOptions) (*ChunkStore, error) {
 		}
 		return nil, fmt.Errorf("open chunk store %s: %w", dir, err)
 	}
-	s := &ChunkStore{db: db, logs: newLogFiles(dir), spans: newSpanCache(spanCacheEntries), syncFile: syncFile}
+	s := &ChunkStore{db: db, logs: newLogFiles(dir), spans: newSpanCache(spanCacheEntries), syncFile: syncFile,
+		reclaiming: make(chan struct{}, 1)}
 	_, fids, err := s.listLogs()
 	if err != nil {
 		db.Close()
@@ -509,8 +513,15 @@ var flushKey = []byte("\x00cairn-flush")
 // a memtable of 40-byte pointers rarely fills, so Reclaim flushes the
 // memtable, compacts the tree, then rewrites every value-log file with more
 // than discardRatio of dead bytes. It returns the number of files rewritten;
-// ErrBusy means ingests never paused long enough to flush.
+// ErrBusy means ingests never paused long enough to flush. Reclaims run one
+// at a time; a second waits for the first.
 func (s *ChunkStore) Reclaim(ctx context.Context, discardRatio float64) (int, error) {
+	select {
+	case s.reclaiming <- struct{}{}:
+		defer func() { <-s.reclaiming }()
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
 	// Without the flush, compaction still finds what earlier flushes
 	// brought down, so the rest runs either way.
 	flushErr := s.flushMemtable(ctx)

@@ -1,9 +1,11 @@
 package kv_test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -268,4 +270,43 @@ func TestSyncWithFilledMemtablesWaiting(t *testing.T) {
 		require.NoError(t, s.Sync())
 	}
 	require.Positive(t, waiting, "no filled memtable was ever seen waiting for its flush")
+}
+
+// Reclaims from the recompressor, an eviction and a GC may overlap. Badger's
+// compaction pause and resume, which Flatten and DropPrefix both do, is not
+// safe to run twice at once: a second resume starts compactors that nothing
+// stops, and -race reports the shared field.
+func TestChunkStoreReclaimsAtOnce(t *testing.T) {
+	s, err := kv.OpenChunks(t.TempDir(), kv.ChunkOptions{MemTableSize: 4 << 20, IndexCacheSize: 1 << 20, ValueLogFileSize: 1 << 20})
+	require.NoError(t, err)
+	defer s.Close()
+	var ids []cdc.ID
+	b := s.NewBatch()
+	for i := range 200 {
+		ids = append(ids, cdc.ID{byte(i), byte(i >> 8), 2})
+		require.NoError(t, b.Put(ids[i], bytes.Repeat([]byte{byte(i)}, 16<<10)))
+	}
+	require.NoError(t, b.Flush())
+	require.NoError(t, s.Delete(ids[:150]))
+
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			for range 10 {
+				if _, err := s.Reclaim(context.Background(), 0.1); err != nil {
+					errs[i] = err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	for _, id := range ids[150:] {
+		f, err := s.Frame(context.Background(), id, nil)
+		require.NoError(t, err)
+		require.Len(t, f, 16<<10)
+	}
 }
