@@ -333,6 +333,7 @@ func (b *Batch) Put(id cdc.ID, frame []byte) error {
 		defer b.through.Done()
 		defer func() { <-b.throttle }()
 		err := full.Flush()
+		full.Cancel()         // a failed Flush returns before commits in flight land
 		b.s.spans.forget(ids) // even a failed flush may have written some
 		if err != nil {
 			b.mu.Lock()
@@ -367,6 +368,7 @@ func (b *Batch) Flush() error {
 	}
 	defer b.s.writeMu.RUnlock()
 	err := b.wb.Flush()
+	b.wb.Cancel() // a failed Flush returns before commits in flight land
 	b.s.spans.forget(b.ids)
 	if b.err != nil {
 		return b.err

@@ -1,13 +1,14 @@
 package kv
 
 import (
+	"math"
 	"sync"
 
 	"cairn/cdc"
 )
 
-// spanCacheEntries is how many frame locations LocateFrames keeps: about
-// 5 MiB of map, the locations of 1.7 GB of recompressed frames.
+// spanCacheEntries is how many frame locations LocateFrames keeps: the
+// locations of 1.7 GB of recompressed frames, in about 6 MiB of map.
 const spanCacheEntries = 1 << 16
 
 // spanCache keeps where frames lie in the value-log files, so that a send
@@ -22,20 +23,27 @@ const spanCacheEntries = 1 << 16
 type spanCache struct {
 	mu  sync.Mutex
 	gen uint64
-	m   map[cdc.ID]span
+	m   map[cdc.ID]cachedSpan
 	max int
 }
 
+// cachedSpan is a span in half the bytes: value-log offsets and lengths
+// are 32-bit in Badger's value pointers.
+type cachedSpan struct {
+	fid, entry, vlen uint32
+	hlen             uint8
+}
+
 func newSpanCache(max int) *spanCache {
-	return &spanCache{m: make(map[cdc.ID]span), max: max}
+	return &spanCache{m: make(map[cdc.ID]cachedSpan), max: max}
 }
 
 // get returns the cached location of id's frame.
 func (c *spanCache) get(id cdc.ID) (span, bool) {
 	c.mu.Lock()
-	sp, ok := c.m[id]
+	cs, ok := c.m[id]
 	c.mu.Unlock()
-	return sp, ok
+	return span{fid: cs.fid, entry: int64(cs.entry), hlen: int(cs.hlen), vlen: int(cs.vlen)}, ok
 }
 
 // generation is what add must be given for locations looked up from now on.
@@ -46,8 +54,10 @@ func (c *spanCache) generation() uint64 {
 }
 
 // add keeps the locations of ids, looked up after generation gen began,
-// unless a write has been seen since. A full cache drops about a quarter
-// of its entries first, whichever the map yields.
+// unless a write has been seen since. A full cache keeps about three
+// quarters of its entries, whichever the map yields, in a new map: a Go
+// map never shrinks, and deleting in place lets it grow without bound
+// under churn.
 func (c *spanCache) add(gen uint64, ids []cdc.ID, spans []span) {
 	if len(ids) == 0 {
 		return
@@ -58,20 +68,22 @@ func (c *spanCache) add(gen uint64, ids []cdc.ID, spans []span) {
 		return
 	}
 	if len(c.m)+len(ids) > c.max {
-		drop := max(c.max/4, len(ids))
-		for id := range c.m {
-			if drop == 0 {
+		keep := max(c.max-max(c.max/4, len(ids)), 0)
+		m := make(map[cdc.ID]cachedSpan, c.max)
+		for id, cs := range c.m {
+			if len(m) >= keep {
 				break
 			}
-			delete(c.m, id)
-			drop--
+			m[id] = cs
 		}
+		c.m = m
 	}
 	for i, id := range ids {
-		if len(c.m) >= c.max {
-			return
+		sp := spans[i]
+		if len(c.m) >= c.max || sp.entry < 0 || sp.entry > math.MaxUint32 || sp.hlen > math.MaxUint8 {
+			continue
 		}
-		c.m[id] = spans[i]
+		c.m[id] = cachedSpan{fid: sp.fid, entry: uint32(sp.entry), vlen: uint32(sp.vlen), hlen: uint8(sp.hlen)}
 	}
 }
 
@@ -91,7 +103,7 @@ func (c *spanCache) clear() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
-	clear(c.m)
+	c.m = make(map[cdc.ID]cachedSpan)
 }
 
 // len is how many locations are kept.

@@ -114,10 +114,10 @@ func TestLocateFramesDropsAStaleCache(t *testing.T) {
 	s, ids, frames := spanStore(t, 20)
 	_, n := sendAll(t, s, ids, frames)
 	require.Equal(t, len(ids), n)
-	sp, ok := s.spans.get(ids[5])
+	cs, ok := s.spans.m[ids[5]]
 	require.True(t, ok)
-	sp.fid += 1000
-	s.spans.m[ids[5]] = sp
+	cs.fid += 1000
+	s.spans.m[ids[5]] = cs
 
 	_, n = sendAll(t, s, ids, frames)
 	require.Equal(t, 5, n)
