@@ -55,8 +55,16 @@ func (s *Service) overLimit() (uint64, bool, error) {
 // in the chunk store's value log is given back afterwards.
 func (s *Service) Evict(ctx context.Context, force bool) (*EvictReport, error) {
 	s.lifeMu.Lock()
-	defer s.lifeMu.Unlock()
-	return s.evict(ctx, force)
+	rep, err := s.evict(ctx, force)
+	s.lifeMu.Unlock()
+	if rep != nil && rep.NARsDeleted > 0 {
+		// Outside the lock: a Reclaim can take minutes on a large store,
+		// and needs nothing the lock keeps still.
+		if _, err := s.store.Reclaim(ctx); err != nil && !errors.Is(err, kv.ErrBusy) {
+			s.log.Warn("evict: give value-log space back", "err", err)
+		}
+	}
+	return rep, err
 }
 
 func (s *Service) evict(ctx context.Context, force bool) (*EvictReport, error) {
@@ -112,9 +120,6 @@ func (s *Service) evict(ctx context.Context, force bool) (*EvictReport, error) {
 		if phys, _, err = s.overLimit(); err != nil {
 			return rep, err
 		}
-	}
-	if _, err := s.store.Reclaim(ctx); err != nil && !errors.Is(err, kv.ErrBusy) {
-		s.log.Warn("evict: give value-log space back", "err", err)
 	}
 	rep.PhysicalAfter, rep.Duration = phys, time.Since(rep.Start)
 	s.lastEvict.Store(rep)
@@ -175,19 +180,13 @@ func walkClosure(roots []string, byBase map[string]*kv.Candidate, seen map[strin
 // never came, sweeps orphan chunks, and runs value-log GC until nothing is
 // left to rewrite.
 func (s *Service) GC(ctx context.Context) (*GCReport, error) {
-	s.lifeMu.Lock()
-	defer s.lifeMu.Unlock()
 	rep := &GCReport{Start: time.Now()}
+	if err := s.gcLocked(ctx, rep); err != nil {
+		return rep, err
+	}
+	// The value-log GC runs outside the lifecycle lock, so that a long one
+	// holds up no delete or eviction; Reclaims wait for each other.
 	var err error
-	if rep.Evict, err = s.evict(ctx, false); err != nil {
-		return rep, err
-	}
-	if rep.UploadsDropped, err = s.SweepUploads(ctx, s.cfg.UploadGrace); err != nil {
-		return rep, err
-	}
-	if rep.OrphanChunks, err = s.store.SweepOrphans(ctx); err != nil {
-		return rep, err
-	}
 	if rep.LogRewrites, err = s.store.Reclaim(ctx); err != nil && !errors.Is(err, kv.ErrBusy) {
 		return rep, err
 	} else if err != nil {
@@ -200,6 +199,21 @@ func (s *Service) GC(ctx context.Context) (*GCReport, error) {
 	s.log.Info("gc", "uploads_dropped", rep.UploadsDropped, "orphan_chunks", rep.OrphanChunks,
 		"value_log_rewrites", rep.LogRewrites, "duration", rep.Duration.Round(time.Millisecond))
 	return rep, nil
+}
+
+// gcLocked is the part of GC that runs under the lifecycle lock.
+func (s *Service) gcLocked(ctx context.Context, rep *GCReport) error {
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	var err error
+	if rep.Evict, err = s.evict(ctx, false); err != nil {
+		return err
+	}
+	if rep.UploadsDropped, err = s.SweepUploads(ctx, s.cfg.UploadGrace); err != nil {
+		return err
+	}
+	rep.OrphanChunks, err = s.store.SweepOrphans(ctx)
+	return err
 }
 
 // DefaultGCEvery is how often GC runs on its own unless configured.
