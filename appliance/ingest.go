@@ -272,10 +272,6 @@ type pipeline struct {
 	fileSize  uint64
 	firstErr  error
 	orderDone chan struct{}
-
-	// keepWritten: the manifest commit failed, and may yet have reached
-	// the disk, so abandon must not delete the chunks written.
-	keepWritten bool
 }
 
 // ingest runs one ingest under ctx, which cancel cancels: a failure part-way
@@ -369,13 +365,8 @@ func (s *Store) ingest(ctx context.Context, cancel context.CancelCauseFunc, want
 	if want.Upload != "" {
 		up = &kv.Upload{Name: want.Upload, At: time.Now()}
 	}
-	if _, err := s.commitNAR(m, want.Info, up); err != nil {
-		// A commit that fails may still be on disk: bbolt can fail in the
-		// fdatasync after writing its meta page, and the manifest then
-		// shows up after a restart. Its chunks stay, and the orphan sweep
-		// drops them once no manifest names them.
-		p.keepWritten = true
-		return nil, fmt.Errorf("commit %s: %w", FormatHash(got), err)
+	if _, err := s.ix.CommitNAR(m, want.Info, up); err != nil {
+		return nil, err
 	}
 	s.doneWriting(p.marked...)
 	s.unpin(p.pins)
@@ -619,16 +610,11 @@ func (p *pipeline) fail(err error) {
 
 // abandon undoes a failed ingest: what its batch has not written through
 // is dropped, and the chunks it did write that nobody references are
-// deleted, so a rejected NAR leaves nothing behind. After a failed commit
-// they are left to the orphan sweep (see keepWritten).
+// deleted, so a rejected NAR leaves nothing behind.
 func (p *pipeline) abandon() {
 	p.batch.Cancel()
 	p.s.doneWriting(p.marked...)
 	p.s.unpin(p.pins)
-	if p.keepWritten {
-		p.s.cfg.Logger.Warn("abandon ingest: the manifest commit failed; its chunks are left for GC's orphan sweep", "chunks", len(p.written))
-		return
-	}
 	if _, err := p.s.deleteUnreferenced(p.written); err != nil {
 		p.s.cfg.Logger.Warn("abandon ingest: delete unreferenced chunks; GC will sweep them", "err", err)
 	}

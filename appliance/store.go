@@ -127,10 +127,6 @@ type Store struct {
 	atimes  map[string]int64
 	narUses map[[32]byte]int64 // NAR reads, credited to every path naming the NAR
 
-	// commitNAR commits a manifest: the index's CommitNAR, which tests
-	// replace to make a commit fail.
-	commitNAR func(m *kv.Manifest, ni *kv.NarInfo, up *kv.Upload) (bool, error)
-
 	kick      chan struct{} // wakes the recompressor
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -188,7 +184,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		kick:           make(chan struct{}, 1),
 		stop:           make(chan struct{}),
 	}
-	s.commitNAR = ix.CommitNAR
 	s.unpinned = sync.NewCond(&s.pinMu)
 	s.wg.Add(1)
 	go s.flushLoop()
