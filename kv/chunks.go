@@ -609,7 +609,9 @@ func (s *ChunkStore) rewriteOneLog(discardRatio float64) error {
 	defer txn.Discard()
 	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: flushKey})
 	err := s.db.RunValueLogGC(discardRatio)
-	s.spans.clear() // the frames it copied are elsewhere now
+	if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+		s.spans.clear() // the frames it copied are elsewhere now
+	}
 	if err == nil {
 		err = s.Sync()
 	}

@@ -8,7 +8,7 @@ import (
 )
 
 // spanCacheEntries is how many frame locations LocateFrames keeps: the
-// locations of 1.7 GB of recompressed frames, in about 6 MiB of map.
+// locations of 1.7 GB of recompressed frames, in about 7 MiB of map.
 const spanCacheEntries = 1 << 16
 
 // spanCache keeps where frames lie in the value-log files, so that a send

@@ -59,6 +59,10 @@ func TestLocateFramesCachesLocations(t *testing.T) {
 	require.Equal(t, all, got)
 	require.Equal(t, len(ids), n)
 	require.Equal(t, len(ids), s.spans.len(), "every location looked up is kept")
+	rewrote, err := s.Reclaim(context.Background(), 0.1)
+	require.NoError(t, err)
+	require.Zero(t, rewrote)
+	require.Equal(t, len(ids), s.spans.len(), "a Reclaim that moved nothing keeps them")
 
 	// Dropped behind the cache's back: the send still finds it, so it
 	// did not ask Badger.
@@ -67,10 +71,14 @@ func TestLocateFramesCachesLocations(t *testing.T) {
 	require.Equal(t, len(ids), n)
 	require.Equal(t, all, got)
 
-	// Rewritten shorter, as a recompression does: the new frame is sent.
+	// Rewritten shorter, as a recompression does, in a batch large enough
+	// to write through before its Flush: the new frame is sent.
 	b := s.NewBatch()
 	short := bytes.Repeat([]byte{9}, 5000)
 	require.NoError(t, b.Put(ids[9], short))
+	for i := range 9 {
+		require.NoError(t, b.Put(cdc.ID{byte(i), 0xa5}, make([]byte, 1<<20)))
+	}
 	require.NoError(t, b.Flush())
 	_, n = sendAll(t, s, ids, frames)
 	require.Equal(t, 9, n, "the old length is no longer vouched for")
@@ -90,6 +98,9 @@ func TestLocateFramesCachesLocations(t *testing.T) {
 	var keep []cdc.ID
 	var kept [][]byte
 	var drop []cdc.ID
+	for i := range 9 {
+		drop = append(drop, cdc.ID{byte(i), 0xa5})
+	}
 	for i, id := range ids {
 		if i%5 == 0 && i != 40 {
 			keep = append(keep, id)
@@ -99,7 +110,7 @@ func TestLocateFramesCachesLocations(t *testing.T) {
 		}
 	}
 	require.NoError(t, s.Delete(drop))
-	rewrote, err := s.Reclaim(context.Background(), 0.1)
+	rewrote, err = s.Reclaim(context.Background(), 0.1)
 	require.NoError(t, err)
 	require.Positive(t, rewrote)
 	require.Zero(t, s.spans.len())
