@@ -51,20 +51,33 @@ func (s *Service) overLimit() (uint64, bool, error) {
 
 // Evict removes least recently used unpinned paths until the physical size
 // is at the low watermark of MaxSize. Without force it does nothing below
-// MaxSize; with force (on demand) it runs whenever a limit is set. Space
-// in the chunk store's value log is given back afterwards.
+// MaxSize; with force (on demand) it runs whenever a limit is set. When it
+// deleted chunks, the space they held in the chunk store's value log is
+// given back afterwards, outside the lifecycle lock and the report's
+// Duration: that can take minutes on a large store, and needs nothing the
+// lock keeps still.
 func (s *Service) Evict(ctx context.Context, force bool) (*EvictReport, error) {
 	s.lifeMu.Lock()
 	rep, err := s.evict(ctx, force)
 	s.lifeMu.Unlock()
-	if rep != nil && rep.NARsDeleted > 0 {
-		// Outside the lock: a Reclaim can take minutes on a large store,
-		// and needs nothing the lock keeps still.
-		if _, err := s.store.Reclaim(ctx); err != nil && !errors.Is(err, kv.ErrBusy) {
+	if rep != nil && rep.ChunksDeleted > 0 && ctx.Err() == nil {
+		if _, err := s.giveSpaceBack(ctx, "evict"); err != nil && ctx.Err() == nil {
 			s.log.Warn("evict: give value-log space back", "err", err)
 		}
 	}
 	return rep, err
+}
+
+// giveSpaceBack runs the chunk store's Reclaim for who. ErrBusy, ingests
+// that never paused long enough, is logged and is no error: the next GC,
+// eviction or recompression gives the space back.
+func (s *Service) giveSpaceBack(ctx context.Context, who string) (int, error) {
+	n, err := s.store.Reclaim(ctx)
+	if errors.Is(err, kv.ErrBusy) {
+		s.log.Info(who+": value-log space not given back yet, ingests kept writing", "err", err)
+		return n, nil
+	}
+	return n, err
 }
 
 func (s *Service) evict(ctx context.Context, force bool) (*EvictReport, error) {
@@ -185,14 +198,11 @@ func (s *Service) GC(ctx context.Context) (*GCReport, error) {
 		return rep, err
 	}
 	// The value-log GC runs outside the lifecycle lock, so that a long one
-	// holds up no delete or eviction; Reclaims wait for each other.
+	// holds up no delete or eviction. It waits for a Reclaim the
+	// recompressor may be running, whose rewrites it does not count.
 	var err error
-	if rep.LogRewrites, err = s.store.Reclaim(ctx); err != nil && !errors.Is(err, kv.ErrBusy) {
+	if rep.LogRewrites, err = s.giveSpaceBack(ctx, "gc"); err != nil {
 		return rep, err
-	} else if err != nil {
-		// Ingests never paused long enough; the next GC or eviction gives
-		// the space back. The rest of this GC stands.
-		s.log.Info("gc: value-log space not given back yet, ingests kept writing", "err", err)
 	}
 	rep.Duration = time.Since(rep.Start)
 	s.lastGC.Store(rep)

@@ -63,10 +63,14 @@ func (s *Store) recompressLoop() {
 }
 
 // ReclaimRatio is the share of dead bytes that makes Reclaim rewrite a
-// value-log file: at most that share of the chunk store is dead space.
+// value-log file: after a Reclaim no file but the newest has more dead.
 // With five toolchain releases stored and recompressed, 0.5 left 10 MB of
 // 139 MB dead (a file ends up holding the last stored frames of an ingest
-// and the first recompressed ones); 0.2 and 0.1 both leave none.
+// and the first recompressed ones); 0.2 and 0.1 both leave none. The price
+// is paid when deletes are scattered, as an eviction's are: a rewrite then
+// copies up to four live bytes per byte it frees, against one at 0.5. The
+// eviction limit counts frame bytes, so 0.2 also keeps the value log
+// within 1.25 times that limit, where 0.5 allowed twice it.
 const ReclaimRatio = 0.2
 
 // Reclaim gives the disk space of deleted and replaced frames back to the
