@@ -53,8 +53,16 @@ func (s *Server) nar(ctx *fasthttp.RequestCtx, r route) *body {
 		if len(ctx.Request.Header.Peek("Range")) == 0 {
 			return s.follow(ctx, r, src.Live, c, cancel, &ok)
 		}
-		// A range needs the final frame sizes: wait for the commit.
+		// A range needs the final frame sizes: wait for the commit, or
+		// until the client hangs up.
+		stop := watchGone(ctx.Conn(), cancel, goneEvery)
 		n, err := s.svc.WaitNAR(c, r.narHash)
+		stop()
+		if errors.Is(err, context.Canceled) && c.Err() != nil {
+			ctx.SetConnectionClose()
+			ctx.SetStatusCode(statusClientGone)
+			return nil
+		}
 		if err != nil {
 			s.error(ctx, what, err)
 			return nil

@@ -411,3 +411,33 @@ func TestServeCutsClientWhenVerificationFails(t *testing.T) {
 	require.Zero(t, st.NarInfos)
 	require.Zero(t, st.PhysicalBytes)
 }
+
+// A Range on a NAR still arriving waits for its commit. A client that hangs
+// up meanwhile ends the request (logged as 499) while the upstream still
+// holds the NAR back, and the fetch goes on for later requests.
+func TestServeRangeWaitEndsWhenClientLeaves(t *testing.T) {
+	f := fixtures(t)
+	up := nixtest.ServeCache(t, f.plain)
+	c := startCairn(t, "--upstream", up.URL, "--trusted-key", f.key.Public, "--prefetch=false")
+	src := f.closure.Paths[2]
+	_, _, ni := c.get(t, "GET", "/"+hashPart(src)+".narinfo")
+	path := "/" + narinfoField(t, ni, "URL")
+	release := up.HoldNextNAR(4096)
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(c.URL, "http://"))
+	require.NoError(t, err)
+	_, err = fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: cairn\r\nRange: bytes=0-99\r\n\r\n", path)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return up.CountPrefix("GET", "/nar/") == 1 }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // the request waits for the commit
+	conn.Close()
+	gone := "path=" + path + " status=499"
+	require.Eventually(t, func() bool { return strings.Contains(c.out.String(), gone) }, 5*time.Second, 50*time.Millisecond,
+		"the request ended while the upstream held the NAR")
+
+	release()
+	status, _, body := c.get(t, "GET", path, "Range", "bytes=0-99")
+	require.Equal(t, 206, status)
+	require.Len(t, body, 100)
+	require.Equal(t, 1, up.CountPrefix("GET", "/nar/"), "the fetch went on")
+}

@@ -23,6 +23,8 @@ type CacheServer struct {
 	// CutAfter, when >0, makes the next NAR GET send only that many bytes
 	// and then drop the connection, once.
 	cutAfter int
+	hold     *holdWriter // for the next NAR GET
+	holds    []func()    // releases, all called by Stop
 }
 
 // ServeCache starts serving dir; the server stops when the test ends.
@@ -35,13 +37,18 @@ func ServeCache(tb testing.TB, dir string) *CacheServer {
 	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.counts[r.Method+" "+r.URL.Path]++
-		cut := 0
+		cut, hold := 0, (*holdWriter)(nil)
 		if strings.HasPrefix(r.URL.Path, "/nar/") && r.Method == http.MethodGet {
 			cut, s.cutAfter = s.cutAfter, 0
+			hold, s.hold = s.hold, nil
 		}
 		s.mu.Unlock()
 		if cut > 0 {
 			w = &cutWriter{ResponseWriter: w, left: cut} // drops the connection mid-body
+		}
+		if hold != nil {
+			hold.ResponseWriter = w
+			w = hold
 		}
 		files.ServeHTTP(w, r)
 	})}
@@ -51,7 +58,15 @@ func ServeCache(tb testing.TB, dir string) *CacheServer {
 }
 
 // Stop closes the server and its connections; later requests are refused.
-func (s *CacheServer) Stop() { s.srv.Close() }
+func (s *CacheServer) Stop() {
+	s.mu.Lock()
+	holds := s.holds
+	s.mu.Unlock()
+	for _, release := range holds {
+		release()
+	}
+	s.srv.Close()
+}
 
 // Count returns how many requests of method for path (e.g. "/nar/x.nar.xz")
 // arrived.
@@ -92,6 +107,43 @@ func (s *CacheServer) CutNextNAR(n int) {
 	s.mu.Lock()
 	s.cutAfter = n
 	s.mu.Unlock()
+}
+
+// HoldNextNAR makes the next NAR GET send n bytes of its body and then
+// wait until release is called (or the server stops).
+func (s *CacheServer) HoldNextNAR(n int) (release func()) {
+	h := &holdWriter{left: n, released: make(chan struct{})}
+	var once sync.Once
+	release = func() { once.Do(func() { close(h.released) }) }
+	s.mu.Lock()
+	s.hold = h
+	s.holds = append(s.holds, release)
+	s.mu.Unlock()
+	return release
+}
+
+type holdWriter struct {
+	http.ResponseWriter
+	left     int
+	released chan struct{}
+}
+
+func (h *holdWriter) Write(p []byte) (int, error) {
+	if h.left < 0 || len(p) <= h.left {
+		h.left -= len(p)
+		return h.ResponseWriter.Write(p)
+	}
+	k, err := h.ResponseWriter.Write(p[:h.left])
+	if err != nil {
+		return k, err
+	}
+	if f, ok := h.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+	<-h.released
+	h.left = -1
+	n, err := h.ResponseWriter.Write(p[k:])
+	return k + n, err
 }
 
 type cutWriter struct {
