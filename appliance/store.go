@@ -127,6 +127,9 @@ type Store struct {
 	atimes  map[string]int64
 	narUses map[[32]byte]int64 // NAR reads, credited to every path naming the NAR
 
+	// recompressSegment is the constant of that name; tests lower it.
+	recompressSegment int
+
 	kick      chan struct{} // wakes the recompressor
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -179,10 +182,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pinned:  map[cdc.ID]int{},
 		writing: map[cdc.ID]int{},
 		atimes:  map[string]int64{}, narUses: map[[32]byte]int64{},
-		deleting:       map[cdc.ID]bool{},
-		recompressions: map[*recompressRun]bool{},
-		kick:           make(chan struct{}, 1),
-		stop:           make(chan struct{}),
+		deleting:          map[cdc.ID]bool{},
+		recompressions:    map[*recompressRun]bool{},
+		kick:              make(chan struct{}, 1),
+		stop:              make(chan struct{}),
+		recompressSegment: recompressSegment,
 	}
 	s.unpinned = sync.NewCond(&s.pinMu)
 	s.wg.Add(1)
@@ -355,13 +359,27 @@ func (s *Store) finishRecompress(run *recompressRun, key []byte, updates []kv.Fr
 	s.pinMu.Lock()
 	defer s.pinMu.Unlock()
 	defer s.endRecompressLocked(run)
+	return s.ix.FinishRecompress(key, run.unwritten(updates))
+}
+
+// recordRecompress records part of run's new frames, as finishRecompress
+// does, and run goes on.
+func (s *Store) recordRecompress(run *recompressRun, updates []kv.FrameUpdate) error {
+	s.pinMu.Lock()
+	defer s.pinMu.Unlock()
+	return s.ix.RecordFrames(run.unwritten(updates))
+}
+
+// unwritten returns the updates of chunks no ingest overwrote meanwhile, in
+// updates' own array. The caller holds pinMu.
+func (run *recompressRun) unwritten(updates []kv.FrameUpdate) []kv.FrameUpdate {
 	kept := updates[:0]
 	for _, u := range updates {
 		if !run.overwritten[u.ID] {
 			kept = append(kept, u)
 		}
 	}
-	return s.ix.FinishRecompress(key, kept)
+	return kept
 }
 
 // endRecompress releases run's pins.

@@ -753,6 +753,18 @@ type FrameUpdate struct {
 // chunk store, and removes the queue entry, in one transaction. An update
 // whose chunk is gone or no longer recorded as From is skipped.
 func (ix *Index) FinishRecompress(key []byte, updates []FrameUpdate) error {
+	return ix.recordFrames(key, updates)
+}
+
+// RecordFrames records recompressed frames as FinishRecompress does, for
+// part of a NAR whose recompression goes on: its queue entry stays.
+func (ix *Index) RecordFrames(updates []FrameUpdate) error {
+	return ix.recordFrames(nil, updates)
+}
+
+// recordFrames records updates and, unless key is nil, removes queue entry
+// key, in one transaction.
+func (ix *Index) recordFrames(key []byte, updates []FrameUpdate) error {
 	err := ix.update(func(tx *bolt.Tx, st *Stats) error {
 		refs := tx.Bucket(bucketRefs)
 		for _, u := range updates {
@@ -773,10 +785,13 @@ func (ix *Index) FinishRecompress(key []byte, updates []FrameUpdate) error {
 				return err
 			}
 		}
+		if key == nil {
+			return nil
+		}
 		return tx.Bucket(bucketQueue).Delete(key)
 	})
 	if err != nil {
-		return fmt.Errorf("finish recompress: %w", err)
+		return fmt.Errorf("record recompressed frames: %w", err)
 	}
 	return nil
 }
