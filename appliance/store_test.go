@@ -846,6 +846,9 @@ func TestRecompressYieldsToAnIngestThatOverwrites(t *testing.T) {
 		c.Level = zstd.SpeedBetterCompression // quicker than the best, and compresses this data as well
 	})
 	defer s.Close()
+	// One part for the whole NAR, so that the write-through lands before
+	// anything is recorded.
+	s.SetRecompressSegment(1 << 30)
 	bg := context.Background()
 	_, err := s.Ingest(bg, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), appliance.CompressionNone)
 	require.NoError(t, err)
