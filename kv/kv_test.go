@@ -277,16 +277,11 @@ func TestSyncWithFilledMemtablesWaiting(t *testing.T) {
 // safe to run twice at once: a second resume starts compactors that nothing
 // stops, and -race reports the shared field.
 func TestChunkStoreReclaimsAtOnce(t *testing.T) {
-	s, err := kv.OpenChunks(t.TempDir(), kv.ChunkOptions{MemTableSize: 4 << 20, IndexCacheSize: 1 << 20, ValueLogFileSize: 1 << 20})
-	require.NoError(t, err)
-	defer s.Close()
-	var ids []cdc.ID
-	b := s.NewBatch()
-	for i := range 200 {
-		ids = append(ids, cdc.ID{byte(i), byte(i >> 8), 2})
-		require.NoError(t, b.Put(ids[i], bytes.Repeat([]byte{byte(i)}, 16<<10)))
+	frames := make([][]byte, 200)
+	for i := range frames {
+		frames[i] = bytes.Repeat([]byte{byte(i)}, 16<<10)
 	}
-	require.NoError(t, b.Flush())
+	s, ids, _, _ := nixtest.StoredFrames(t, frames)
 	require.NoError(t, s.Delete(ids[:150]))
 
 	var wg sync.WaitGroup
