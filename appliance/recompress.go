@@ -209,6 +209,12 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem, enc *recompr
 				return st, err
 			}
 			updates, written = updates[:0], 0
+			// A NAR deleted meanwhile needs no more: what was written is
+			// recorded below (chunks other NARs share keep their new
+			// frames), and its queue entry goes.
+			if kept, err := s.ix.HasManifest(it.NarHash); err == nil && !kept {
+				break
+			}
 		}
 	}
 	if err := durable(); err != nil {

@@ -824,6 +824,48 @@ func (c *hookCtx) Err() error {
 	return c.Context.Err()
 }
 
+// A NAR deleted while the recompressor works on it stops the run at the
+// next recorded part: the rest of its chunks are not compressed for
+// nothing, and the queue entry goes.
+func TestRecompressStopsWhenItsNARIsDeleted(t *testing.T) {
+	n := nixtest.SampleNARs(t)[2] // a binary of a few MB
+	s := openStore(t, t.TempDir(), func(c *appliance.Config) {
+		c.RecompressDelay = time.Hour
+		c.Level = zstd.SpeedFastest
+	})
+	defer s.Close()
+	s.SetRecompressSegment(64 << 10)
+	bg := context.Background()
+	_, err := s.Ingest(bg, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), appliance.CompressionNone)
+	require.NoError(t, err)
+	nar, err := s.OpenNAR(bg, n.Hash)
+	require.NoError(t, err)
+	chunks := len(nar.Chunks())
+	before, err := s.Stats()
+	require.NoError(t, err)
+
+	ctx := &hookCtx{Context: bg,
+		cond: func() bool { // a part is recorded
+			st, err := s.Stats()
+			return err == nil && st.PhysicalBytes < before.PhysicalBytes
+		},
+		hook: func() {
+			_, err := s.DeleteNAR(bg, n.Hash)
+			require.NoError(t, err)
+		},
+	}
+	st, err := s.RecompressDue(ctx, time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	require.Less(t, st.Chunks, chunks/2, "the run stopped soon after the delete")
+	ok, err := s.Index().HasManifest(n.Hash)
+	require.NoError(t, err)
+	require.False(t, ok)
+	due, err := s.Index().DueRecompress(time.Now().Add(time.Hour), nil, 16)
+	require.NoError(t, err)
+	require.Empty(t, due)
+	checkConsistent(t, s)
+}
+
 // A NAR deleted while the recompressor works on it, and ingested again
 // before the recompressor records its frames, gets stored-block frames
 // written over frames the recompressor already wrote. The recompressor
