@@ -824,22 +824,31 @@ func (c *hookCtx) Err() error {
 	return c.Context.Err()
 }
 
+// recompressFixture is a store holding n, not recompressed yet, whose
+// recompressions run at level and record their frames every segment bytes.
+func recompressFixture(t *testing.T, n nixtest.NAR, level zstd.EncoderLevel, segment int) (*appliance.Store, *appliance.NAR) {
+	t.Helper()
+	s := openStore(t, t.TempDir(), func(c *appliance.Config) {
+		c.RecompressDelay = time.Hour
+		c.Level = level
+	})
+	t.Cleanup(func() { s.Close() })
+	s.SetRecompressSegment(segment)
+	ctx := context.Background()
+	_, err := s.Ingest(ctx, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), appliance.CompressionNone)
+	require.NoError(t, err)
+	nar, err := s.OpenNAR(ctx, n.Hash)
+	require.NoError(t, err)
+	return s, nar
+}
+
 // A NAR deleted while the recompressor works on it stops the run at the
 // next recorded part: the rest of its chunks are not compressed for
 // nothing, and the queue entry goes.
 func TestRecompressStopsWhenItsNARIsDeleted(t *testing.T) {
 	n := nixtest.SampleNARs(t)[2] // a binary of a few MB
-	s := openStore(t, t.TempDir(), func(c *appliance.Config) {
-		c.RecompressDelay = time.Hour
-		c.Level = zstd.SpeedFastest
-	})
-	defer s.Close()
-	s.SetRecompressSegment(64 << 10)
+	s, nar := recompressFixture(t, n, zstd.SpeedFastest, 64<<10)
 	bg := context.Background()
-	_, err := s.Ingest(bg, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), appliance.CompressionNone)
-	require.NoError(t, err)
-	nar, err := s.OpenNAR(bg, n.Hash)
-	require.NoError(t, err)
 	chunks := len(nar.Chunks())
 	before, err := s.Stats()
 	require.NoError(t, err)
@@ -883,19 +892,11 @@ func TestRecompressYieldsToAnIngestThatOverwrites(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "f"), b, 0o644))
 	n := nixtest.MakeNAR(t, "half", dir)
 
-	s := openStore(t, t.TempDir(), func(c *appliance.Config) {
-		c.RecompressDelay = time.Hour
-		c.Level = zstd.SpeedBetterCompression // quicker than the best, and compresses this data as well
-	})
-	defer s.Close()
+	// Better is quicker than the best, and compresses this data as well.
 	// One part for the whole NAR, so that the write-through lands before
 	// anything is recorded.
-	s.SetRecompressSegment(1 << 30)
+	s, nar := recompressFixture(t, n, zstd.SpeedBetterCompression, 1<<30)
 	bg := context.Background()
-	_, err := s.Ingest(bg, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), appliance.CompressionNone)
-	require.NoError(t, err)
-	nar, err := s.OpenNAR(bg, n.Hash)
-	require.NoError(t, err)
 	first := nar.Chunks()[0]
 	require.EqualValues(t, cdc.StoredLevel, first.Level)
 
@@ -912,7 +913,7 @@ func TestRecompressYieldsToAnIngestThatOverwrites(t *testing.T) {
 			_, err = s.Ingest(bg, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), appliance.CompressionNone)
 			require.NoError(t, err)
 		}}
-	_, err = s.RecompressDue(ctx, time.Now().Add(2*time.Hour))
+	_, err := s.RecompressDue(ctx, time.Now().Add(2*time.Hour))
 	require.NoError(t, err)
 	require.True(t, fired, "the interleaving was reached")
 	checkConsistent(t, s)
