@@ -13,12 +13,14 @@ import (
 	"cairn/cdc"
 )
 
-// span is where one frame's value lies in a value-log file.
+// span is where one frame's value lies in a value-log file, in 16 bytes
+// (the frame-location cache holds many): value-log offsets and lengths are
+// 32-bit in Badger's value pointers.
 type span struct {
 	fid   uint32
-	entry int64 // offset of the entry's header
-	hlen  int   // header bytes
-	vlen  int   // value bytes
+	entry uint32 // offset of the entry's header
+	vlen  uint32 // value bytes
+	hlen  uint8  // header bytes
 }
 
 // errStop ends a send early without failing it: a file ended before a
@@ -59,7 +61,7 @@ func (s *ChunkStore) LocateFrames(ctx context.Context, ids []cdc.ID, want []uint
 	var fresh []int     // which spans were looked up, to cache them
 	for i, id := range ids {
 		sp, ok := s.spans.get(id)
-		if !ok || sp.vlen != int(want[i]) {
+		if !ok || sp.vlen != want[i] {
 			if txn == nil {
 				txn = s.db.NewTransaction(false)
 				defer txn.Discard()
@@ -116,7 +118,7 @@ func lookupSpan(txn *badger.Txn, id cdc.ID, want uint32) (sp span, ok bool, err 
 	if !ok || vlen != int(want) {
 		return span{}, false, nil
 	}
-	return span{fid: vp.Fid, entry: int64(vp.Offset), hlen: hlen, vlen: vlen}, true, nil
+	return span{fid: vp.Fid, entry: vp.Offset, vlen: uint32(vlen), hlen: uint8(hlen)}, true, nil
 }
 
 // check opens the files of the located spans and reads back the first
@@ -135,11 +137,12 @@ func (l *located) check(logs *logFiles) (int, bool) {
 		}
 		l.files[sp.fid] = f
 		key := l.ids[i][:]
-		if sp.hlen+len(key)+8 > len(head) {
+		hlen := int(sp.hlen)
+		if hlen+len(key)+8 > len(head) {
 			return i, false
 		}
-		h := head[:sp.hlen+len(key)+8]
-		if k, err := f.ReadAt(h, sp.entry); k != len(h) || err != nil || !entryIs(h, key, sp.hlen, sp.vlen) {
+		h := head[:hlen+len(key)+8]
+		if k, err := f.ReadAt(h, int64(sp.entry)); k != len(h) || err != nil || !entryIs(h, key, hlen, int(sp.vlen)) {
 			return i, false
 		}
 	}
@@ -186,7 +189,7 @@ func eachPart(files map[uint32]*os.File, spans []span, ids []cdc.ID, skip, n int
 	for i, sp := range spans {
 		end := start + int64(sp.vlen)
 		from, to := max(start, skip), min(end, skip+n)
-		value := sp.entry + int64(sp.hlen+len(ids[i])+8) // file offset of the value
+		value := int64(sp.entry) + int64(int(sp.hlen)+len(ids[i])+8) // file offset of the value
 		if from < to {
 			if err := fn(files[sp.fid], value+from-start, to-from); err != nil {
 				return fmt.Errorf("send chunk %s: %w", ids[i], err)

@@ -1,7 +1,6 @@
 package kv
 
 import (
-	"math"
 	"sync"
 
 	"cairn/cdc"
@@ -23,27 +22,20 @@ const spanCacheEntries = 1 << 16
 type spanCache struct {
 	mu  sync.Mutex
 	gen uint64
-	m   map[cdc.ID]cachedSpan
+	m   map[cdc.ID]span
 	max int
 }
 
-// cachedSpan is a span in half the bytes: value-log offsets and lengths
-// are 32-bit in Badger's value pointers.
-type cachedSpan struct {
-	fid, entry, vlen uint32
-	hlen             uint8
-}
-
 func newSpanCache(max int) *spanCache {
-	return &spanCache{m: make(map[cdc.ID]cachedSpan), max: max}
+	return &spanCache{m: make(map[cdc.ID]span), max: max}
 }
 
 // get returns the cached location of id's frame.
 func (c *spanCache) get(id cdc.ID) (span, bool) {
 	c.mu.Lock()
-	cs, ok := c.m[id]
+	sp, ok := c.m[id]
 	c.mu.Unlock()
-	return span{fid: cs.fid, entry: int64(cs.entry), hlen: int(cs.hlen), vlen: int(cs.vlen)}, ok
+	return sp, ok
 }
 
 // generation is what add must be given for locations looked up from now on.
@@ -69,21 +61,20 @@ func (c *spanCache) add(gen uint64, ids []cdc.ID, spans []span) {
 	}
 	if len(c.m)+len(ids) > c.max {
 		keep := max(c.max-max(c.max/4, len(ids)), 0)
-		m := make(map[cdc.ID]cachedSpan, c.max)
-		for id, cs := range c.m {
+		m := make(map[cdc.ID]span, c.max)
+		for id, sp := range c.m {
 			if len(m) >= keep {
 				break
 			}
-			m[id] = cs
+			m[id] = sp
 		}
 		c.m = m
 	}
 	for i, id := range ids {
-		sp := spans[i]
-		if len(c.m) >= c.max || sp.entry < 0 || sp.entry > math.MaxUint32 || sp.hlen > math.MaxUint8 {
-			continue
+		if len(c.m) >= c.max {
+			return
 		}
-		c.m[id] = cachedSpan{fid: sp.fid, entry: uint32(sp.entry), vlen: uint32(sp.vlen), hlen: uint8(sp.hlen)}
+		c.m[id] = spans[i]
 	}
 }
 
@@ -103,7 +94,7 @@ func (c *spanCache) clear() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
-	c.m = make(map[cdc.ID]cachedSpan)
+	c.m = make(map[cdc.ID]span)
 }
 
 // len is how many locations are kept.

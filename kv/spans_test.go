@@ -143,7 +143,7 @@ func TestSpanCache(t *testing.T) {
 	spans := make([]span, 20)
 	for i := range ids {
 		ids[i] = cdc.ID{byte(i)}
-		spans[i] = span{fid: 1, entry: int64(i) * 100, vlen: 50}
+		spans[i] = span{fid: 1, entry: uint32(i) * 100, vlen: 50}
 	}
 	for _, tc := range []struct {
 		name string
