@@ -4,8 +4,9 @@
 GO       ?= go
 FUZZTIME ?= 30s
 # System packages the tests and benchmarks call: the real Nix client, FUSE,
-# and the compressors Nix caches use.
-APT_PKGS := nix-bin:nix-store fuse3:fusermount3 xz-utils:xz bzip2:bzip2 zstd:zstd
+# the compressors Nix caches use, and the C compiler that -race and the
+# libzstd recompressor need.
+APT_PKGS := nix-bin:nix-store fuse3:fusermount3 xz-utils:xz bzip2:bzip2 zstd:zstd gcc:gcc
 
 .PHONY: all deps bench-deps test vet cross bench fuzz
 

@@ -90,7 +90,7 @@ var errBusyChunks = errors.New("chunks in use by an ingest")
 // that may pass (I/O, the index) stops the run and keeps the NAR queued.
 func (s *Store) RecompressDue(ctx context.Context, now time.Time) (RecompressStats, error) {
 	var total RecompressStats
-	enc := &recompressor{level: s.cfg.Level}
+	enc := &recompressor{codec: s.codec, level: s.cfg.Level}
 	defer enc.close()
 	cutoff := now.Add(-max(s.cfg.RecompressDelay, 0))
 	var after []byte
@@ -224,9 +224,11 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem, enc *recompr
 }
 
 // recompressor compresses the frames of one recompression run. A
-// best-level encoder holds tens of MiB of match tables, so a run makes one
-// only once it has a frame to compress, and lets it go when it ends.
+// best-level encoder holds MiBs of match tables (tens of them in
+// klauspost's), so a run makes one only once it has a frame to compress,
+// and lets it go when it ends.
 type recompressor struct {
+	codec *cdc.Codec
 	level cdc.Level
 	enc   *cdc.Encoder
 }
@@ -234,13 +236,17 @@ type recompressor struct {
 // compress returns a new zstd frame of raw.
 func (r *recompressor) compress(raw []byte) ([]byte, error) {
 	if r.enc == nil {
-		e, err := cdc.NewEncoder(r.level)
+		e, err := r.codec.NewEncoder(r.level)
 		if err != nil {
 			return nil, fmt.Errorf("recompress: %w", err)
 		}
 		r.enc = e
 	}
-	return r.enc.Compress(nil, raw), nil
+	frame, err := r.enc.Compress(nil, raw)
+	if err != nil {
+		return nil, fmt.Errorf("recompress: %w", err)
+	}
+	return frame, nil
 }
 
 // close releases the encoder, if one was made.

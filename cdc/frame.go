@@ -34,7 +34,14 @@ type Codec struct {
 	enc  *zstd.Encoder
 	fast *zstd.Encoder // for metadata written on the ingest path
 	dec  *zstd.Decoder
+	// idle holds packers that closed Encoders gave back. A libzstd context
+	// lives outside the Go heap and only its finalizer frees it, so the
+	// Codec keeps a few for reuse rather than leaving one behind per job.
+	idle chan packer
 }
+
+// idlePackers is how many idle packers a Codec keeps.
+const idlePackers = 2
 
 // NewCodec returns a Codec that compresses at level with up to encoders
 // frames at once (0: one per CPU). Each best-level encoder holds tens of
@@ -60,7 +67,7 @@ func NewCodec(level Level, encoders int) (*Codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new zstd decoder: %w", err)
 	}
-	return &Codec{enc: enc, fast: fast, dec: dec}, nil
+	return &Codec{enc: enc, fast: fast, dec: dec, idle: make(chan packer, idlePackers)}, nil
 }
 
 // newFrameEncoder returns the encoder of chunk frames at level, for up to
@@ -82,11 +89,31 @@ func newFrameEncoder(level Level, encoders int) (*zstd.Encoder, error) {
 }
 
 // Encoder makes chunk frames at one level, one frame at a time, for work
-// that needs compression only, such as a recompression run.
-type Encoder struct{ enc *zstd.Encoder }
+// that needs compression only, such as a recompression run. At the best
+// level a build with cgo packs with libzstd (see EncoderName); every other
+// level, and every build without cgo, uses klauspost.
+type Encoder struct {
+	enc  *zstd.Encoder // when pack is nil
+	pack packer
+	home chan packer // where Close gives pack back
+}
 
-// NewEncoder returns an Encoder at level.
-func NewEncoder(level Level) (*Encoder, error) {
+// packer makes frames with another zstd implementation than klauspost.
+type packer interface {
+	pack(dst, raw []byte) ([]byte, error)
+	close()
+}
+
+// NewEncoder returns an Encoder at level. Close it when done.
+func (c *Codec) NewEncoder(level Level) (*Encoder, error) {
+	if packerName(level) != "" {
+		select {
+		case p := <-c.idle:
+			return &Encoder{pack: p, home: c.idle}, nil
+		default:
+			return &Encoder{pack: newPacker(level), home: c.idle}, nil
+		}
+	}
 	enc, err := newFrameEncoder(level, 1)
 	if err != nil {
 		return nil, err
@@ -94,11 +121,38 @@ func NewEncoder(level Level) (*Encoder, error) {
 	return &Encoder{enc: enc}, nil
 }
 
-// Compress appends one zstd frame holding raw to dst, as Codec.Compress does.
-func (e *Encoder) Compress(dst, raw []byte) []byte { return e.enc.EncodeAll(raw, dst) }
+// EncoderName names what an Encoder at level makes frames with.
+func EncoderName(level Level) string {
+	if name := packerName(level); name != "" {
+		return name
+	}
+	return "klauspost " + level.String()
+}
 
-// Close releases the encoder's state.
-func (e *Encoder) Close() { e.enc.Close() }
+// Compress appends one zstd frame holding raw to dst, with content size and
+// checksum as Codec.Compress makes them.
+func (e *Encoder) Compress(dst, raw []byte) ([]byte, error) {
+	if e.pack != nil {
+		return e.pack.pack(dst, raw)
+	}
+	return e.enc.EncodeAll(raw, dst), nil
+}
+
+// Close releases the encoder's state, or gives it back to its Codec.
+func (e *Encoder) Close() {
+	switch {
+	case e.pack != nil:
+		select {
+		case e.home <- e.pack:
+		default:
+			e.pack.close()
+		}
+		e.pack = nil
+	case e.enc != nil:
+		e.enc.Close()
+		e.enc = nil
+	}
+}
 
 // Compress appends one zstd frame holding raw to dst. The frame carries its
 // content size and an xxhash checksum, which every decode checks.
@@ -177,6 +231,15 @@ func (c *Codec) Decompress(dst, frame []byte, rawSize int) ([]byte, error) {
 
 // Close releases the pooled encoders and decoders.
 func (c *Codec) Close() {
+drain:
+	for {
+		select {
+		case p := <-c.idle:
+			p.close()
+		default:
+			break drain
+		}
+	}
 	c.enc.Close()
 	c.fast.Close()
 	c.dec.Close()

@@ -3,6 +3,7 @@ package cdc_test
 import (
 	"bytes"
 	"io"
+	"os"
 	"os/exec"
 	"testing"
 
@@ -44,4 +45,40 @@ func TestStoredFramesAreStandardZstd(t *testing.T) {
 	got, err := io.ReadAll(dec)
 	require.NoError(t, err)
 	require.Equal(t, plain, got)
+}
+
+func TestEncoderFramesAreStandardZstd(t *testing.T) {
+	codec := testCodec(t)
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	bin, err := os.ReadFile(exe)
+	require.NoError(t, err)
+	levels := []cdc.Level{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression, zstd.SpeedBestCompression}
+	var stream, plain []byte
+	for _, level := range levels {
+		enc, err := codec.NewEncoder(level)
+		require.NoError(t, err)
+		for _, raw := range [][]byte{nil, []byte("x"), bytes.Repeat([]byte("nix"), 40000), bin[:min(len(bin), 200<<10)]} {
+			frame, err := enc.Compress([]byte("kept"), raw)
+			require.NoError(t, err, "%s, %d bytes", cdc.EncoderName(level), len(raw))
+			require.Equal(t, "kept", string(frame[:4]), "Compress appends")
+			frame = frame[4:]
+			got, err := codec.Decompress(nil, frame, len(raw))
+			require.NoError(t, err, "%s, %d bytes", cdc.EncoderName(level), len(raw))
+			require.True(t, bytes.Equal(raw, got), "%s, %d bytes", cdc.EncoderName(level), len(raw))
+			// Every frame carries a checksum that the decode checks.
+			bad := bytes.Clone(frame)
+			bad[len(bad)-1] ^= 1
+			_, err = codec.Decompress(nil, bad, len(raw))
+			require.ErrorIs(t, err, cdc.ErrCorrupt, "%s, %d bytes", cdc.EncoderName(level), len(raw))
+			stream = append(stream, frame...)
+			plain = append(plain, raw...)
+		}
+		enc.Close()
+	}
+	cmd := exec.Command("zstd", "-dc")
+	cmd.Stdin = bytes.NewReader(stream)
+	out, err := cmd.Output()
+	require.NoError(t, err, "zstd CLI (make deps installs it)")
+	require.Equal(t, plain, out)
 }

@@ -627,7 +627,7 @@ func TestFlake(t *testing.T) {
 	require.Equal(t, "cairn", p.Pname)
 	require.Regexp(t, `^sha256-[A-Za-z0-9+/]{43}=$`, p.VendorHash)
 	require.Equal(t, []string{"cmd/cairn"}, p.SubPackages)
-	require.Equal(t, map[string]any{"CGO_ENABLED": float64(0)}, p.Env)
+	require.Equal(t, map[string]any{"CGO_ENABLED": float64(1)}, p.Env)
 	require.Equal(t, []string{"-s", "-w", "-X main.version=" + p.Version}, p.Ldflags)
 	require.False(t, p.DoCheck)
 	require.Equal(t, "cairn", p.Meta["mainProgram"])

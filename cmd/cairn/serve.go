@@ -21,6 +21,7 @@ import (
 	"cairn/appliance/narinfo"
 	"cairn/appliance/tokens"
 	"cairn/appliance/upstream"
+	"cairn/cdc"
 	"cairn/httpd"
 	"cairn/kv"
 )
@@ -157,7 +158,7 @@ func serve(args []string, stderr io.Writer) error {
 		ups[i] = fmt.Sprintf("%s (priority %d)", u, u.Priority())
 	}
 	log.Info("cairn serving", "version", version, "listen", ln.Addr().String(), "data", f.data,
-		"upstreams", ups, "key", svc.PublicKey(), "prefetch", f.prefetch)
+		"upstreams", ups, "key", svc.PublicKey(), "prefetch", f.prefetch, "recompress", cdc.EncoderName(appliance.DefaultLevel))
 	mnt, err := mf.start(store, log)
 	if err != nil {
 		return err
