@@ -6,7 +6,10 @@ FUZZTIME ?= 30s
 # System packages the tests and benchmarks call: the real Nix client, FUSE,
 # the compressors Nix caches use, and the C compiler that -race and the
 # libzstd recompressor need.
-APT_PKGS := nix-bin:nix-store fuse3:fusermount3 xz-utils:xz bzip2:bzip2 zstd:zstd gcc:gcc
+# Each entry is package:what-shows-it-is-there, a command or an absolute path
+# (gcc only recommends the C library headers, and apt here installs no
+# recommends).
+APT_PKGS := nix-bin:nix-store fuse3:fusermount3 xz-utils:xz bzip2:bzip2 zstd:zstd gcc:gcc libc6-dev:/usr/include/stdio.h
 
 .PHONY: all deps bench-deps test vet cross bench fuzz
 
@@ -15,7 +18,11 @@ all: test
 deps:
 	@missing=""; \
 	for p in $(APT_PKGS); do \
-	  command -v "$${p#*:}" >/dev/null 2>&1 || missing="$$missing $${p%%:*}"; \
+	  have="$${p#*:}"; \
+	  case "$$have" in \
+	    /*) test -e "$$have" ;; \
+	    *) command -v "$$have" >/dev/null 2>&1 ;; \
+	  esac || missing="$$missing $${p%%:*}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "make deps: installing$$missing"; \

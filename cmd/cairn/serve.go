@@ -75,8 +75,9 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 }
 
 // defaultMemoryLimit is the Go heap's soft limit unless --memory-limit says
-// otherwise: room for a best-level zstd encoder, Badger's memtables and
-// the frames of a running ingest, on a small box.
+// otherwise: room for Badger's memtables and the frames of a running ingest
+// (and for klauspost's best-level encoder in a build without cgo; libzstd's
+// context lives outside the Go heap), on a small box.
 const defaultMemoryLimit = 96 << 20
 
 // applyMemoryLimit sets the Go runtime's soft memory limit; 0 leaves it as
