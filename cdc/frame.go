@@ -155,7 +155,8 @@ func (e *Encoder) Close() {
 }
 
 // Compress appends one zstd frame holding raw to dst. The frame carries its
-// content size and an xxhash checksum, which every decode checks.
+// content size and an xxhash checksum, which every decode checks; only the
+// frame of an empty raw comes without a checksum (no chunk is empty).
 func (c *Codec) Compress(dst, raw []byte) []byte { return c.enc.EncodeAll(raw, dst) }
 
 // Frame levels recorded in ChunkRef.Level besides zstd encoder levels.
