@@ -209,8 +209,9 @@ func (s *ChunkStore) appendValue(item *badger.Item, dst []byte) ([]byte, error) 
 }
 
 // release drops the pages of the stored frames of ids from the resident
-// set, after writes put them there. It is best effort: a chunk not found
-// has no pages to drop.
+// set, after a value-log rewrite read them through Badger's mapping. Writes
+// put no pages there: kv/badger writes the value log with pwrite. It is best
+// effort: a chunk not found has no pages to drop.
 func (s *ChunkStore) release(ids []cdc.ID) {
 	_ = s.db.View(func(txn *badger.Txn) error {
 		items := make([]*badger.Item, 0, len(ids))
@@ -277,7 +278,7 @@ type Batch struct {
 	s        *ChunkStore
 	mu       sync.Mutex
 	wb       *badger.WriteBatch
-	ids      []cdc.ID // written by wb, to release after it flushes
+	ids      []cdc.ID // written by wb, for the span cache to forget once it flushes
 	pending  int
 	ended    bool
 	err      error          // first error of a write-through
@@ -341,9 +342,7 @@ func (b *Batch) Put(id cdc.ID, frame []byte) error {
 				b.err = fmt.Errorf("write chunks: %w", err)
 			}
 			b.mu.Unlock()
-			return
 		}
-		b.s.release(ids)
 	}()
 	return nil
 }
@@ -372,9 +371,6 @@ func (b *Batch) Flush() error {
 	b.s.spans.forget(b.ids)
 	if b.err != nil {
 		return b.err
-	}
-	if err == nil {
-		b.s.release(b.ids)
 	}
 	return err
 }
