@@ -242,8 +242,8 @@ type chunkJob struct {
 type chunkDone struct {
 	seq    int
 	ref    cdc.ChunkRef
-	frame  []byte // nil when the chunk was already stored
-	marked bool   // the chunk keeps its write mark until the ingest ends
+	frame  *frameBuf // nil when the chunk was already stored; order holds it
+	marked bool      // the chunk keeps its write mark until the ingest ends
 	err    error
 }
 
@@ -549,14 +549,18 @@ func (p *pipeline) work() {
 			d.ref.Comp, d.ref.Level = comp, level
 		default:
 			p.s.willWrite(id)
+			var f *frameBuf
 			if p.s.cfg.CompressOnIngest {
-				d.frame = p.s.codec.Compress(nil, j.raw)
+				f = &frameBuf{b: p.s.codec.Compress(nil, j.raw)}
 				d.ref.Level = uint8(p.s.cfg.Level)
 			} else {
-				d.frame = cdc.Store(nil, j.raw)
+				f = p.s.frames.get(cdc.StoredSize(len(j.raw)))
+				f.b = cdc.Store(f.b, j.raw)
 			}
-			d.ref.Comp = uint32(len(d.frame))
-			d.err = p.batch.Put(id, d.frame)
+			f.refs.Store(2) // the batch's and the ordering goroutine's
+			d.frame = f
+			d.ref.Comp = uint32(len(f.b))
+			d.err = p.batch.PutFunc(id, f.b, f.release)
 		}
 		raw := j.raw
 		p.bufs.Put(&raw)
@@ -576,7 +580,7 @@ func (p *pipeline) order() {
 		}
 		if d.frame != nil {
 			p.written = append(p.written, d.ref.ID)
-			p.newBytes += uint64(len(d.frame))
+			p.newBytes += uint64(len(d.frame.b))
 		}
 		pending[d.seq] = d
 		for {
@@ -587,17 +591,19 @@ func (p *pipeline) order() {
 			delete(pending, next)
 			next++
 			<-p.slots
-			if p.firstErr != nil {
-				continue
-			}
-			if d.err != nil {
+			switch {
+			case p.firstErr == nil && d.err != nil:
 				p.fail(d.err)
-				continue
+			case p.firstErr == nil:
+				p.fileSize += uint64(d.ref.Comp)
+				p.refs = append(p.refs, d.ref)
+				if p.live != nil {
+					p.live.publish(d.ref, d.frame) // which takes over the hold
+					continue
+				}
 			}
-			p.fileSize += uint64(d.ref.Comp)
-			p.refs = append(p.refs, d.ref)
-			if p.live != nil {
-				p.live.publish(d.ref, d.frame)
+			if d.frame != nil {
+				d.frame.release()
 			}
 		}
 	}

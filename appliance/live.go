@@ -28,9 +28,9 @@ type Live struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced whenever entries or done change
 	refs    []cdc.ChunkRef
-	frames  [][]byte // frames[i] is nil once chunk i is readable from the chunk store
-	held    int      // bytes in frames
-	pruned  int      // frames[:pruned] are all nil
+	frames  []*frameBuf // frames[i] is nil once chunk i is readable from the chunk store
+	held    int         // bytes in frames
+	pruned  int         // frames[:pruned] are all nil
 	done    bool
 	err     error
 }
@@ -48,21 +48,25 @@ func (l *Live) signal() {
 }
 
 // publish appends the next chunk in NAR order. frame is the chunk's new
-// frame, or nil when the chunk was already stored.
-func (l *Live) publish(ref cdc.ChunkRef, frame []byte) {
+// frame, or nil when the chunk was already stored; the view takes over the
+// caller's hold on it.
+func (l *Live) publish(ref cdc.ChunkRef, frame *frameBuf) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.refs = append(l.refs, ref)
 	l.frames = append(l.frames, frame)
-	l.held += len(frame)
+	if frame != nil {
+		l.held += len(frame.b)
+	}
 	for l.held > liveHold && l.pruned < len(l.frames) {
 		f := l.frames[l.pruned]
 		if f != nil {
 			if ok, err := l.s.chunks.Has(l.refs[l.pruned].ID); err != nil || !ok {
 				break // not written through yet
 			}
-			l.held -= len(f)
+			l.held -= len(f.b)
 			l.frames[l.pruned] = nil
+			f.release()
 		}
 		l.pruned++
 	}
@@ -74,22 +78,29 @@ func (l *Live) finish(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.done, l.err = true, err
+	for _, f := range l.frames[l.pruned:] {
+		if f != nil {
+			f.release()
+		}
+	}
 	l.frames, l.held = nil, 0
 	l.signal()
 }
 
 // entry waits until chunk i is known or the ingest has ended. It returns
 // ok=false when the ingest ended with fewer chunks; err is then its
-// outcome.
-func (l *Live) entry(ctx context.Context, i int) (ref cdc.ChunkRef, frame []byte, ok bool, err error) {
+// outcome. A frame it returns is held for the caller, who releases it.
+func (l *Live) entry(ctx context.Context, i int) (ref cdc.ChunkRef, frame *frameBuf, ok bool, err error) {
 	for {
 		l.mu.Lock()
 		if i < len(l.refs) {
-			ref = l.refs[i]
-			if i < len(l.frames) {
+			ref, err = l.refs[i], l.err
+			if i < len(l.frames) && err == nil {
 				frame = l.frames[i]
+				if frame != nil {
+					frame.hold() // under mu, while the view still holds it
+				}
 			}
-			err = l.err
 			l.mu.Unlock()
 			if err != nil {
 				return ref, nil, false, err
@@ -150,8 +161,9 @@ type liveReader struct {
 	sent  uint64 // raw bytes handed out
 	buf   []byte // what Read hands out: a shared frame, or frame or raw below
 	off   int
-	frame []byte // scratch for frames fetched from the chunk store
-	raw   []byte // scratch for decoded chunks
+	held  *frameBuf // the shared frame buf is, held until buf is used up
+	frame []byte    // scratch for frames fetched from the chunk store
+	raw   []byte    // scratch for decoded chunks
 	err   error
 }
 
@@ -193,8 +205,12 @@ func (r *liveReader) WriteTo(w io.Writer) (int64, error) {
 // fill loads the next chunk's bytes into buf, or returns io.EOF once the
 // ingest is committed.
 func (r *liveReader) fill() error {
+	if r.held != nil {
+		r.held.release()
+		r.held = nil
+	}
 	l := r.l
-	ref, frame, ok, err := l.entry(r.ctx, r.next)
+	ref, shared, ok, err := l.entry(r.ctx, r.next)
 	if !ok {
 		if err == nil {
 			return io.EOF
@@ -205,13 +221,19 @@ func (r *liveReader) fill() error {
 		return fmt.Errorf("%w: %s: %w", ErrIngestFailed, FormatHash(l.narHash), err)
 	}
 	r.next++
+	if shared != nil {
+		r.held = shared // released by the next fill, however this one ends
+	}
 	if r.plain && l.narSize != 0 && r.sent+uint64(ref.Raw) >= l.narSize {
 		// The last chunk: only a committed NAR may complete a response.
 		if err := l.Wait(r.ctx); err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrIngestFailed, FormatHash(l.narHash), err)
 		}
 	}
-	if frame == nil {
+	var frame []byte
+	if shared != nil {
+		frame = shared.b
+	} else {
 		if r.frame, err = l.s.chunks.Frame(r.ctx, ref.ID, r.frame[:0]); err != nil {
 			return fmt.Errorf("follow %s: %w", FormatHash(l.narHash), err)
 		}
@@ -224,6 +246,10 @@ func (r *liveReader) fill() error {
 	}
 	if r.raw, err = l.s.codec.Decompress(r.raw[:0], frame, int(ref.Raw)); err != nil {
 		return fmt.Errorf("follow %s: chunk %s: %w", FormatHash(l.narHash), ref.ID, err)
+	}
+	if r.held != nil {
+		r.held.release() // decoded: buf no longer points into it
+		r.held = nil
 	}
 	r.buf, r.off = r.raw, 0
 	return nil

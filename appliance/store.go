@@ -100,6 +100,7 @@ type Store struct {
 	ix     *kv.Index
 	chunks *kv.ChunkStore
 	codec  *cdc.Codec
+	frames *framePool // stored frames' buffers, reused across ingests
 
 	flightMu sync.Mutex
 	flights  map[[32]byte]*flight
@@ -177,7 +178,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		cfg: cfg, ix: ix, chunks: chunks, codec: codec,
+		cfg: cfg, ix: ix, chunks: chunks, codec: codec, frames: newFramePool(cdc.StoredSize(cfg.Chunker.Max)),
 		flights: map[[32]byte]*flight{},
 		pinned:  map[cdc.ID]int{},
 		writing: map[cdc.ID]int{},

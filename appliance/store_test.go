@@ -795,6 +795,45 @@ func TestLiveWriteToMatchesRead(t *testing.T) {
 	}
 }
 
+// Frame buffers go back to a pool once nobody holds them. A follower that
+// stops part-way through a frame, while its ingest ends and another one
+// takes buffers from the pool, must still get that frame's bytes right.
+func TestLiveFollowerKeepsItsFrameWhileBuffersAreReused(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	ctx := context.Background()
+	first, second := randomNAR(t, "reuse-first", 1<<20, nil), randomNAR(t, "reuse-second", 6<<20, nil)
+	pr, pw := io.Pipe()
+	live, started, err := s.Start(ctx, appliance.Want{NarHash: first.Hash, NarSize: uint64(len(first.Bytes))},
+		func(context.Context) (io.ReadCloser, appliance.Compression, error) {
+			return pr, appliance.CompressionNone, nil
+		})
+	require.NoError(t, err)
+	require.True(t, started)
+	follower := live.Frames(ctx)
+	go func() {
+		_, err := pw.Write(first.Bytes)
+		pw.CloseWithError(err)
+	}()
+	head := make([]byte, 100) // the first frame's start; the follower keeps the rest
+	_, err = io.ReadFull(follower, head)
+	require.NoError(t, err)
+	require.NoError(t, live.Wait(ctx))
+	// The first ingest let go of every frame; the second takes buffers.
+	_, err = s.Ingest(ctx, appliance.Want{NarHash: second.Hash, NarSize: uint64(len(second.Bytes))},
+		bytes.NewReader(second.Bytes), appliance.CompressionNone)
+	require.NoError(t, err)
+	rest, err := io.ReadAll(follower)
+	require.NoError(t, err)
+
+	nar, err := s.OpenNAR(ctx, first.Hash)
+	require.NoError(t, err)
+	var zst bytes.Buffer
+	_, err = nar.WriteFrames(ctx, &zst, 0, len(nar.Chunks())-1)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(zst.Bytes(), append(head, rest...)), "the follower's .nar.zst differs from the stored one")
+}
+
 // readOnly copies r to w through Read alone, hiding any WriteTo.
 func readOnly(w io.Writer, r io.Reader) (int64, error) {
 	return io.CopyBuffer(w, struct{ io.Reader }{r}, make([]byte, 1000))

@@ -169,15 +169,21 @@ const (
 	IncompressibleLevel = 255
 )
 
+// storedBlock is the largest block Store writes.
+const storedBlock = 128 << 10
+
+// StoredSize is at most how many bytes Store appends for n bytes of plaintext.
+func StoredSize(n int) int {
+	// Magic, header of at most 9 bytes, 3 bytes per block, the bytes and
+	// the checksum.
+	return 4 + 9 + 3*max(1, (n+storedBlock-1)/storedBlock) + n + 4
+}
+
 // Store appends one zstd frame holding raw in stored (uncompressed) blocks,
 // with content size and checksum. It costs a copy and a hash, and it is
 // deterministic: the same plaintext always gives the same frame.
 func Store(dst, raw []byte) []byte {
-	const maxBlock = 128 << 10
-	// One allocation for the whole frame: magic, header of at most 9
-	// bytes, 3 bytes per block, the bytes and the checksum.
-	blocks := max(1, (len(raw)+maxBlock-1)/maxBlock)
-	dst = slices.Grow(dst, 4+9+3*blocks+len(raw)+4)
+	dst = slices.Grow(dst, StoredSize(len(raw))) // one allocation at most
 	dst = binary.LittleEndian.AppendUint32(dst, 0xFD2FB528)
 	// Frame header: single segment, content checksum, content size field
 	// of 1, 2, 4 or 8 bytes.
@@ -197,7 +203,7 @@ func Store(dst, raw []byte) []byte {
 	}
 	rest := raw
 	for {
-		k := min(len(rest), maxBlock)
+		k := min(len(rest), storedBlock)
 		hdr := uint32(k) << 3 // block type 0: raw
 		if k == len(rest) {
 			hdr |= 1 // last block

@@ -279,6 +279,7 @@ type Batch struct {
 	mu       sync.Mutex
 	wb       *badger.WriteBatch
 	ids      []cdc.ID // written by wb, for the span cache to forget once it flushes
+	written  []func() // PutFunc's callbacks for the frames in wb
 	pending  int
 	ended    bool
 	err      error          // first error of a write-through
@@ -299,7 +300,13 @@ func (s *ChunkStore) NewBatch() *Batch {
 }
 
 // Put adds a frame to the batch. The batch owns frame afterwards.
-func (b *Batch) Put(id cdc.ID, frame []byte) error {
+func (b *Batch) Put(id cdc.ID, frame []byte) error { return b.PutFunc(id, frame, nil) }
+
+// PutFunc is Put, and written, when set, runs once the frame is written and
+// the batch holds it no more, so that its buffer can be used again. It does
+// not run if the write fails: the frame is then left to the garbage
+// collector, as Badger may still hold it.
+func (b *Batch) PutFunc(id cdc.ID, frame []byte, written func()) error {
 	b.mu.Lock()
 	switch {
 	case b.ended:
@@ -315,11 +322,16 @@ func (b *Batch) Put(id cdc.ID, frame []byte) error {
 	}
 	b.pending += len(frame)
 	b.ids = append(b.ids, id)
+	if written != nil {
+		b.written = append(b.written, written)
+	}
 	var full *badger.WriteBatch
 	var ids []cdc.ID
+	var done []func()
 	if b.pending >= batchBytes {
 		full, b.wb, b.pending = b.wb, b.s.db.NewWriteBatch(), 0
 		ids, b.ids = b.ids, nil
+		done, b.written = b.written, nil
 		b.through.Add(1)
 	}
 	b.mu.Unlock()
@@ -342,7 +354,9 @@ func (b *Batch) Put(id cdc.ID, frame []byte) error {
 				b.err = fmt.Errorf("write chunks: %w", err)
 			}
 			b.mu.Unlock()
+			return
 		}
+		runAll(done)
 	}()
 	return nil
 }
@@ -372,7 +386,17 @@ func (b *Batch) Flush() error {
 	if b.err != nil {
 		return b.err
 	}
+	if err == nil {
+		runAll(b.written)
+	}
 	return err
+}
+
+// runAll calls each of fns.
+func runAll(fns []func()) {
+	for _, fn := range fns {
+		fn()
+	}
 }
 
 // Cancel abandons what the batch has not written through yet, unless it
