@@ -19,7 +19,7 @@
           # The NAR hash of what `go mod vendor` writes. It changes whenever
           # go.mod or the imported packages do; nixos-module/vendorhash_test.go
           # recomputes it and fails with the new value.
-          vendorHash = "sha256-tY8f2Tjw4OdYjqziS0m6cUJQ3dZO5bf3YauZihz8t8A=";
+          vendorHash = "sha256-sUYcz0fZSHNxOrvPkQ9iq0U3EltKCXbRJ9J07KBJWfg=";
           subPackages = [ "cmd/cairn" ];
           # cgo for one thing only: the background recompressor packs frames
           # with libzstd (DataDog/zstd builds its bundled C sources), which

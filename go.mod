@@ -33,4 +33,4 @@ require (
 	google.golang.org/protobuf v1.36.7 // indirect
 )
 
-replace github.com/dgraph-io/badger/v4 => ./kv/badger
+replace github.com/dgraph-io/badger/v4 => ./kv/third_party/badger

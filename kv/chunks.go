@@ -210,8 +210,8 @@ func (s *ChunkStore) appendValue(item *badger.Item, dst []byte) ([]byte, error) 
 
 // release drops the pages of the stored frames of ids from the resident
 // set, after a value-log rewrite read them through Badger's mapping. Writes
-// put no pages there: kv/badger writes the value log with pwrite. It is best
-// effort: a chunk not found has no pages to drop.
+// put no pages there: kv/third_party/badger writes the value log with
+// pwrite. It is best effort: a chunk not found has no pages to drop.
 func (s *ChunkStore) release(ids []cdc.ID) {
 	_ = s.db.View(func(txn *badger.Txn) error {
 		items := make([]*badger.Item, 0, len(ids))

@@ -77,7 +77,7 @@ func TestWrittenAndReadFramesLeaveNoResidentPages(t *testing.T) {
 	}
 }
 
-// TestValueLogWritesBypassTheMapping guards the one change in kv/badger (see
+// TestValueLogWritesBypassTheMapping guards the one change in kv/third_party/badger (see
 // its CAIRN.md): Badger writes value-log entries with pwrite, so written pages
 // never enter this process's page tables. Upstream Badger copies them into
 // its mapping, which would leave all 8 MiB resident here.
@@ -91,7 +91,7 @@ func TestValueLogWritesBypassTheMapping(t *testing.T) {
 		require.NoError(t, wb.Set([]byte{byte(i), 1, 2, 3}, testFrame(byte(i), size)))
 	}
 	require.NoError(t, wb.Flush())
-	require.Less(t, valueLogRSS(t), 256, "value-log writes went through Badger's mapping: is kv/badger's change missing?")
+	require.Less(t, valueLogRSS(t), 256, "value-log writes went through Badger's mapping: is kv/third_party/badger's change missing?")
 
 	// Reads through the mapping see what pwrite wrote: one page cache.
 	require.NoError(t, s.db.View(func(txn *badger.Txn) error {

@@ -857,7 +857,7 @@ func (vlog *valueLog) write(reqs []*request) error {
 		// the bytes through the mapping (one page cache), and msync still
 		// flushes them; but a copy into a shared mapping takes a page fault
 		// per 4 KiB on first touch, which costs several times the write itself on
-		// virtual machines with shadow page tables. See kv/badger/CAIRN.md.
+		// virtual machines with shadow page tables. See CAIRN.md here.
 		if _, err := curlf.Fd.WriteAt(buf.Bytes(), int64(start)); err != nil {
 			return y.Wrapf(err, "while writing to value log file %d", curlf.fid)
 		}
