@@ -19,12 +19,13 @@ import (
 	"cairn/cdc"
 )
 
-// ChunkOptions bound the chunk store's memory and on-disk file sizes.
+// ChunkOptions bound the chunk store's memory and on-disk file sizes. With
+// MemTableSize zero, the sizes are DefaultChunkOptions'.
 type ChunkOptions struct {
-	MemTableSize     int64 // bytes per memtable (keys and small values only)
-	IndexCacheSize   int64 // bytes of table index cache
-	ValueLogFileSize int64 // bytes per value-log file
-	Logger           *slog.Logger
+	MemTableSize     int64        // bytes per memtable (keys and small values only)
+	IndexCacheSize   int64        // bytes of table index cache
+	ValueLogFileSize int64        // bytes per value-log file
+	Logger           *slog.Logger // Badger's warnings and errors go here; nil drops them
 }
 
 // DefaultChunkOptions suit a small appliance: tens of MiB of RAM at most.
@@ -66,7 +67,9 @@ type ChunkStore struct {
 // leftovers are cleaned up before Badger takes its own.
 func OpenChunks(dir string, o ChunkOptions) (*ChunkStore, error) {
 	if o.MemTableSize == 0 {
+		log := o.Logger
 		o = DefaultChunkOptions
+		o.Logger = log
 	}
 	if err := removeEmptyLogs(dir, o.Logger); err != nil {
 		return nil, fmt.Errorf("open chunk store %s: %w", dir, err)

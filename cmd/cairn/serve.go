@@ -43,7 +43,7 @@ type serveFlags struct {
 	lowWatermark                                          float64
 	priority                                              int
 	prefetch, insecure                                    bool
-	negativeTTL, shutdownGrace, sendStall                 time.Duration
+	negativeTTL, shutdownGrace, closeWait, sendStall      time.Duration
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -67,6 +67,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.maxSize, "max-size", "evict least recently used paths when stored chunks exceed this size, e.g. 200G (default: no limit)")
 	fs.Float64Var(&f.lowWatermark, "low-watermark", appliance.DefaultLowWatermark, "share of --max-size eviction runs down to")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 15*time.Second, "how long SIGTERM waits for running downloads")
+	fs.DurationVar(&f.closeWait, "close-wait", 30*time.Second, "how long shutdown then waits for the stores to close before exiting anyway, as after a crash")
 	fs.DurationVar(&f.sendStall, "send-stall", httpd.DefaultSendStall, "how long a download may move no byte to its client before it is cut")
 	if os.Getenv("GOMEMLIMIT") == "" {
 		f.memoryLimit = defaultMemoryLimit // otherwise GOMEMLIMIT stands unless the flag is given
@@ -133,7 +134,12 @@ func serve(args []string, stderr io.Writer) error {
 		}
 		return err
 	}
-	defer store.Close()
+	storeClosing := false
+	defer func() {
+		if !storeClosing {
+			store.Close()
+		}
+	}()
 	svc, err := appliance.NewService(store, cfg)
 	if err != nil {
 		return err
@@ -185,14 +191,36 @@ func serve(args []string, stderr io.Writer) error {
 		err = <-done
 	}
 	svc.Close()
-	if cerr := store.Close(); cerr != nil {
-		return fmt.Errorf("close store: %w", cerr)
+	storeClosing = true
+	if cerr := closeWithin(store, f.closeWait); cerr != nil {
+		return cerr
 	}
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// errCloseTimeout reports stores that did not close in time.
+var errCloseTimeout = errors.New("stores did not close in time")
+
+// closeWithin closes store, or gives up after wait: Badger retries a
+// memtable flush that fails (a full disk, a data directory gone) forever,
+// and its Close waits for that. Exiting without it is safe: every commit
+// was synced, so the next start finds what a crash would leave.
+func closeWithin(store *appliance.Store, wait time.Duration) error {
+	closed := make(chan error, 1)
+	go func() { closed <- store.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			return fmt.Errorf("close store: %w", err)
+		}
+		return nil
+	case <-time.After(wait):
+		return fmt.Errorf("close store: %w after %s (see the log for why); exiting without it, as after a crash", errCloseTimeout, wait)
+	}
 }
 
 // service builds the cache's configuration from the flags: upstreams,

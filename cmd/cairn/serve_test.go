@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -440,4 +441,30 @@ func TestServeRangeWaitEndsWhenClientLeaves(t *testing.T) {
 	require.Equal(t, 206, status)
 	require.Len(t, body, 100)
 	require.Equal(t, 1, up.CountPrefix("GET", "/nar/"), "the fetch went on")
+}
+
+// Badger retries a memtable flush that fails forever, and its Close waits
+// for that. With the data directory gone, SIGTERM still ends cairn within
+// --close-wait, with an error that says so, and the log has Badger's reason.
+func TestServeStopsWhenItsStoresCannotClose(t *testing.T) {
+	f := fixtures(t)
+	up := nixtest.ServeCache(t, f.xz)
+	c := startCairn(t, "--upstream", up.URL, "--trusted-key", f.key.Public, "--prefetch=false", "--close-wait", "2s")
+	status, _, narinfo := c.get(t, "GET", "/"+hashPart(f.closure.Paths[2])+".narinfo")
+	require.Equal(t, 200, status)
+	status, _, _ = c.get(t, "GET", "/"+narinfoField(t, narinfo, "URL"))
+	require.Equal(t, 200, status) // the NAR's chunks wait in Badger's memtable
+	require.NoError(t, os.RemoveAll(c.Data))
+
+	start := time.Now()
+	require.NoError(t, c.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-c.exited:
+		require.Error(t, err, "cairn exits with an error when its stores did not close")
+	case <-time.After(30 * time.Second):
+		t.Fatalf("cairn did not stop within 30s of SIGTERM:\n%s", c.out.String())
+	}
+	require.Less(t, time.Since(start), 20*time.Second)
+	require.Contains(t, c.out.String(), "stores did not close in time")
+	require.Contains(t, c.out.String(), "badger: error flushing memtable")
 }
