@@ -161,7 +161,7 @@ type liveReader struct {
 	sent  uint64 // raw bytes handed out
 	buf   []byte // what Read hands out: a shared frame, or frame or raw below
 	off   int
-	held  *frameBuf // the shared frame buf is, held until buf is used up
+	held  *frameBuf // the shared frame buf points into, held until buf is used up
 	frame []byte    // scratch for frames fetched from the chunk store
 	raw   []byte    // scratch for decoded chunks
 	err   error
@@ -205,10 +205,7 @@ func (r *liveReader) WriteTo(w io.Writer) (int64, error) {
 // fill loads the next chunk's bytes into buf, or returns io.EOF once the
 // ingest is committed.
 func (r *liveReader) fill() error {
-	if r.held != nil {
-		r.held.release()
-		r.held = nil
-	}
+	r.letGo()
 	l := r.l
 	ref, shared, ok, err := l.entry(r.ctx, r.next)
 	if !ok {
@@ -247,12 +244,17 @@ func (r *liveReader) fill() error {
 	if r.raw, err = l.s.codec.Decompress(r.raw[:0], frame, int(ref.Raw)); err != nil {
 		return fmt.Errorf("follow %s: chunk %s: %w", FormatHash(l.narHash), ref.ID, err)
 	}
-	if r.held != nil {
-		r.held.release() // decoded: buf no longer points into it
-		r.held = nil
-	}
+	r.letGo() // decoded: buf no longer points into it
 	r.buf, r.off = r.raw, 0
 	return nil
+}
+
+// letGo releases the shared frame the reader holds, if any.
+func (r *liveReader) letGo() {
+	if r.held != nil {
+		r.held.release()
+		r.held = nil
+	}
 }
 
 // Follow returns the live view of a running ingest of narHash, or nil
