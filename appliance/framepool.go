@@ -38,8 +38,8 @@ func (f *frameBuf) release() {
 // than one step.
 const framePoolStep = 32 << 10
 
-// framePool recycles frame buffers between the chunks and ingests of a
-// store.
+// framePool recycles frame buffers, and the chunk copies frames are made
+// from, between the chunks and ingests of a store.
 type framePool struct {
 	classes []sync.Pool // classes[i] holds buffers of (i+1)*framePoolStep bytes
 }

@@ -236,7 +236,7 @@ func (s *Store) existing(want Want) (*Result, error) {
 
 type chunkJob struct {
 	seq int
-	raw []byte
+	raw *frameBuf // a copy of the chunk's plaintext, released once framed
 }
 
 type chunkDone struct {
@@ -260,7 +260,6 @@ type pipeline struct {
 	jobs    chan chunkJob
 	results chan chunkDone
 	slots   chan struct{} // bounds the chunks held in memory
-	bufs    sync.Pool
 	seq     int
 
 	// Owned by the ordering goroutine until it finishes.
@@ -513,12 +512,9 @@ func (p *pipeline) emit(chunk []byte) error {
 	case <-p.ctx.Done():
 		return context.Cause(p.ctx)
 	}
-	buf, _ := p.bufs.Get().(*[]byte)
-	if buf == nil {
-		b := make([]byte, 0, p.s.cfg.Chunker.Max)
-		buf = &b
-	}
-	raw := append((*buf)[:0], chunk...)
+	raw := p.s.frames.get(len(chunk)) // the frames' pool: a chunk is shorter
+	raw.b = append(raw.b, chunk...)
+	raw.refs.Store(1)
 	select {
 	case p.jobs <- chunkJob{seq: p.seq, raw: raw}:
 		p.seq++
@@ -533,10 +529,11 @@ func (p *pipeline) emit(chunk []byte) error {
 // looked up, so GC cannot delete it between the look-up and the commit.
 func (p *pipeline) work() {
 	for j := range p.jobs {
+		raw := j.raw.b
 		d := chunkDone{seq: j.seq}
-		id := cdc.Sum(j.raw)
+		id := cdc.Sum(raw)
 		p.s.pinForWrite(id)
-		d.ref = cdc.ChunkRef{ID: id, Raw: uint32(len(j.raw))}
+		d.ref = cdc.ChunkRef{ID: id, Raw: uint32(len(raw))}
 		comp, level, stored, err := p.s.ix.ChunkFrame(id)
 		d.marked = err == nil && !stored
 		if !d.marked {
@@ -551,19 +548,18 @@ func (p *pipeline) work() {
 			p.s.willWrite(id)
 			var f *frameBuf
 			if p.s.cfg.CompressOnIngest {
-				f = &frameBuf{b: p.s.codec.Compress(nil, j.raw)}
+				f = &frameBuf{b: p.s.codec.Compress(nil, raw)}
 				d.ref.Level = uint8(p.s.cfg.Level)
 			} else {
-				f = p.s.frames.get(cdc.StoredSize(len(j.raw)))
-				f.b = cdc.Store(f.b, j.raw)
+				f = p.s.frames.get(cdc.StoredSize(len(raw)))
+				f.b = cdc.Store(f.b, raw)
 			}
 			f.refs.Store(2) // the batch's and the ordering goroutine's
 			d.frame = f
 			d.ref.Comp = uint32(len(f.b))
 			d.err = p.batch.PutFunc(id, f.b, f.release)
 		}
-		raw := j.raw
-		p.bufs.Put(&raw)
+		j.raw.release()
 		p.results <- d
 	}
 }
