@@ -65,4 +65,5 @@ fuzz:
 	$(GO) test ./cdc -run '^$$' -fuzz '^FuzzParseListingJSON$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./appliance/narinfo -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./appliance -run '^$$' -fuzz '^FuzzPutNarInfo$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./appliance -run '^$$' -fuzz '^FuzzXZLib$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./httpd -run '^$$' -fuzz '^FuzzRoute$$' -fuzztime $(FUZZTIME)

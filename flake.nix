@@ -21,10 +21,13 @@
           # recomputes it and fails with the new value.
           vendorHash = "sha256-sUYcz0fZSHNxOrvPkQ9iq0U3EltKCXbRJ9J07KBJWfg=";
           subPackages = [ "cmd/cairn" ];
-          # cgo for one thing only: the background recompressor packs frames
+          # cgo for two things: the background recompressor packs frames
           # with libzstd (DataDog/zstd builds its bundled C sources), which
-          # makes them 7% smaller than pure Go's best. go-fuse needs no cgo.
+          # makes them 7% smaller than pure Go's best, and xz NARs are
+          # decoded by liblzma in-process, which saves xz's pipe. go-fuse
+          # needs no cgo.
           env.CGO_ENABLED = 1;
+          buildInputs = [ pkgs.xz ];
           ldflags = [ "-s" "-w" "-X main.version=${version}" ];
           nativeBuildInputs = [ pkgs.makeWrapper ];
           # xz decodes upstream NARs several times faster than the pure-Go

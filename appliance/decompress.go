@@ -41,10 +41,11 @@ func ParseCompression(s string) (Compression, error) {
 	return "", fmt.Errorf("%w: %q", ErrCompression, s)
 }
 
-// decompress returns a reader of body's plaintext. xzPath, when not empty,
-// is the xz binary, which decodes several times faster than pure Go.
-// abort, when set, ends a read of body that blocks: closing the reader
-// uses it so that nothing reads body afterwards.
+// decompress returns a reader of body's plaintext. xzPath says how to
+// decode xz: XZLibrary for liblzma in-process, the path of the xz binary,
+// or "" for pure Go, which is several times slower than either. abort,
+// when set, ends a read of body that blocks: closing the reader uses it so
+// that nothing reads body afterwards.
 func decompress(ctx context.Context, c Compression, body io.Reader, xzPath string, abort func()) (io.ReadCloser, error) {
 	switch c {
 	case CompressionNone:
@@ -58,10 +59,14 @@ func decompress(ctx context.Context, c Compression, body io.Reader, xzPath strin
 		}
 		return d.IOReadCloser(), nil
 	case CompressionXZ:
-		if xzPath != "" {
+		if xzPath == XZLibrary && xzLibBuiltIn {
+			return newXZLib(body, abort)
+		}
+		if xzPath != "" && xzPath != XZLibrary {
 			return xzCommand(ctx, xzPath, body, abort)
 		}
-		r, err := xz.NewReader(body)
+		// One stream, and nothing after it read, as xz --single-stream.
+		r, err := xz.ReaderConfig{SingleStream: true}.NewReader(body)
 		if err != nil {
 			return nil, fmt.Errorf("xz: %w", err)
 		}

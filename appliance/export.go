@@ -3,7 +3,6 @@ package appliance
 import (
 	"context"
 	"io"
-	"os/exec"
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
@@ -47,11 +46,11 @@ func NewRecord(info *narinfo.Info, key signature.SecretKey, source string) *NarI
 }
 
 // Decompress returns a reader of body's plaintext in compression c, decoding
-// xz with the xz binary when it is on PATH.
+// xz the fastest way this build and PATH offer.
 func Decompress(ctx context.Context, c Compression, body io.Reader) (io.ReadCloser, error) {
 	xzPath := ""
 	if c == CompressionXZ {
-		xzPath, _ = exec.LookPath("xz")
+		xzPath = defaultXZ()
 	}
 	return decompress(ctx, c, body, xzPath, nil)
 }

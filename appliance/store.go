@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -31,7 +30,7 @@ type Config struct {
 	Level      cdc.Level     // zstd level frames are recompressed to (or written at, with CompressOnIngest)
 	Workers    int           // chunk hashing goroutines per ingest
 	MaxNARSize uint64        // largest NAR accepted when the expected size is unknown
-	XZ         string        // xz binary; "" looks it up on PATH, "-" forces pure Go
+	XZ         string        // xz decoder: XZLibrary, the xz binary's path, or "-" for pure Go; "" picks the first of these this build and PATH have
 	FlushEvery time.Duration // how often batched access times are written
 	// CompressOnIngest writes new chunks compressed at Level right away.
 	// Otherwise ingest writes stored-block frames, which cost no compression
@@ -83,10 +82,10 @@ func (c *Config) setDefaults() {
 	if c.RecompressDelay == 0 {
 		c.RecompressDelay = DefaultRecompressDelay
 	}
-	switch c.XZ {
-	case "":
-		c.XZ, _ = exec.LookPath("xz")
-	case "-":
+	switch {
+	case c.XZ == "":
+		c.XZ = defaultXZ()
+	case c.XZ == "-", c.XZ == XZLibrary && !xzLibBuiltIn:
 		c.XZ = ""
 	}
 	if c.Logger == nil {

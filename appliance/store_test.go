@@ -154,8 +154,9 @@ func TestIngestRoundTrip(t *testing.T) {
 		xz   string
 	}{
 		{appliance.CompressionNone, ""},
-		{appliance.CompressionXZ, ""},  // the xz binary
-		{appliance.CompressionXZ, "-"}, // pure Go
+		{appliance.CompressionXZ, ""},   // the default: liblzma in-process
+		{appliance.CompressionXZ, "xz"}, // the xz binary
+		{appliance.CompressionXZ, "-"},  // pure Go
 		{appliance.CompressionZstd, ""},
 		{appliance.CompressionBzip2, ""},
 	} {

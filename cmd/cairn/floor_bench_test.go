@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
+	"cairn/appliance"
 	"cairn/cdc"
 )
 
@@ -104,19 +106,23 @@ func floorNAR(w io.Writer, dir string, info []byte) error {
 	if err != nil || !strings.HasSuffix(url, ".xz") {
 		return fmt.Errorf("narinfo with URL %q and NarHash %q: want an xz NAR and a sha256", url, narHash)
 	}
-	xz := exec.Command("xz", "-dc", filepath.Join(dir, url))
-	out, err := xz.StdoutPipe()
+	file, err := os.Open(filepath.Join(dir, url))
 	if err != nil {
 		return err
 	}
-	if err := xz.Start(); err != nil {
+	defer file.Close()
+	// Decoded the way cairn decodes (liblzma in-process where built in), a
+	// block ahead of the hashing and sending, as cairn's ingest does.
+	plain, err := appliance.Decompress(context.Background(), appliance.CompressionXZ, file)
+	if err != nil {
 		return err
 	}
-	defer xz.Wait()
-	defer out.Close()
+	defer plain.Close()
+	out := readAhead(plain, 1<<20, 4)
 	h := sha256.New()
 	bw := bufio.NewWriterSize(w, 256<<10)
 	in := bufio.NewReaderSize(out, 1<<20)
+	defer out.Close()
 	raw := make([]byte, 64<<10)
 	var frame []byte
 	for {
@@ -139,6 +145,48 @@ func floorNAR(w io.Writer, dir string, info []byte) error {
 		return fmt.Errorf("NarHash mismatch: got sha256:%s", nixbase32.EncodeToString(got))
 	}
 	return bw.Flush()
+}
+
+// readAhead reads r in blocks of size on a goroutine of its own, up to n
+// blocks ahead of the returned reader. Closing that reader stops it.
+func readAhead(r io.Reader, size, n int) io.ReadCloser {
+	pr, pw := io.Pipe()
+	type block struct {
+		b   []byte
+		err error
+	}
+	blocks := make(chan block, n)
+	stop := make(chan struct{})
+	go func() {
+		defer close(blocks)
+		for {
+			b := make([]byte, size)
+			k, err := io.ReadFull(r, b)
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				err = io.EOF
+			}
+			select {
+			case blocks <- block{b[:k], err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		for blk := range blocks {
+			if _, err := pw.Write(blk.b); err != nil {
+				close(stop) // the reader closed
+				return
+			}
+			if blk.err != nil {
+				pw.CloseWithError(blk.err)
+			}
+		}
+	}()
+	return pr
 }
 
 // benchFloor is a running floor proxy.
