@@ -38,6 +38,11 @@ func TestRecordsRoundTrip(t *testing.T) {
 	var gm kv.Manifest
 	require.NoError(t, gm.UnmarshalBinary(b))
 	require.Equal(t, *m, gm)
+	// A record's bytes live in bbolt's map only as long as its transaction,
+	// and that map moves when the file grows: a record keeps nothing of it.
+	// (A listing read after its transaction crashed cairn serve once.)
+	clear(b)
+	require.Equal(t, *m, gm)
 
 	// Every truncation is an error, never a panic or a short record.
 	for i := range b {

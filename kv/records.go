@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -98,8 +99,10 @@ func (d *decoder) raw(n uint64, what string) []byte {
 	return v
 }
 
-func (d *decoder) bytes(what string) []byte { return d.raw(d.uvarint(what), what) }
-func (d *decoder) str(what string) string   { return string(d.bytes(what)) }
+// bytes returns a copy: a record's bytes come from bbolt's memory map,
+// which is only valid during its transaction and moves when the file grows.
+func (d *decoder) bytes(what string) []byte { return bytes.Clone(d.raw(d.uvarint(what), what)) }
+func (d *decoder) str(what string) string   { return string(d.raw(d.uvarint(what), what)) }
 func (d *decoder) hash(what string) (h [32]byte) {
 	copy(h[:], d.raw(32, what))
 	return h
