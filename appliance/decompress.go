@@ -59,10 +59,11 @@ func decompress(ctx context.Context, c Compression, body io.Reader, xzPath strin
 		}
 		return d.IOReadCloser(), nil
 	case CompressionXZ:
-		if xzPath == XZLibrary && xzLibBuiltIn {
+		switch xzPath {
+		case XZLibrary:
 			return newXZLib(body, abort)
-		}
-		if xzPath != "" && xzPath != XZLibrary {
+		case "": // pure Go, below
+		default:
 			return xzCommand(ctx, xzPath, body, abort)
 		}
 		// One stream, and nothing after it read, as xz --single-stream.
