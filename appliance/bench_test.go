@@ -414,37 +414,47 @@ func BenchmarkStorage(b *testing.B) {
 		fmt.Printf("\nstore: %d NARs, %d chunks, logical %s, physical (frames) %s, on disk %s, dedup %.2fx\n",
 			st.NARs, st.Chunks, size(int64(st.LogicalBytes)), size(int64(st.PhysicalBytes)), size(disk[len(tcs)]), st.DedupRatio)
 
-		rd := newTable("Reads of go"+tcs[0].Version+" (warm page cache)", "read", "bytes", "cairn", "baseline", "baseline MB/s", "ratio")
-		nar0, err := s.OpenNAR(ctx, parseHash(b, tcs[0].NarHash))
-		if err != nil {
-			b.Fatal(err)
-		}
-		// Each side is timed three times, in turns after a pass that warms
-		// the page cache, and the medians compared: one pass takes a fifth
-		// of a second, short enough for a neighbour's burst to halve it.
-		reassemble := func() time.Duration {
-			start := time.Now()
-			if err := nar0.WriteRange(ctx, io.Discard, 0, nar0.Size()); err != nil {
+		rd := newTable("Reads (warm page cache): the first release, and the last, whose new chunks are stored as deltas", "release", "read", "bytes", "cairn", "baseline", "baseline MB/s", "ratio")
+		for _, tc := range []nixtest.Toolchain{tcs[0], tcs[len(tcs)-1]} {
+			nar, err := s.OpenNAR(ctx, parseHash(b, tc.NarHash))
+			if err != nil {
 				b.Fatal(err)
 			}
-			return time.Since(start)
-		}
-		var n int64
-		copyFrames := func() time.Duration {
-			start := time.Now()
-			var err error
-			if n, err = nar0.WriteFrames(ctx, io.Discard, 0, len(nar0.Chunks())-1); err != nil {
-				b.Fatal(err)
+			var deltaRaw int64
+			for _, c := range nar.Chunks() {
+				if c.Level == cdc.DeltaLevel {
+					deltaRaw += int64(c.Raw)
+				}
 			}
-			return time.Since(start)
+			label := fmt.Sprintf("go%s (%.0f%% deltas)", tc.Version, 100*float64(deltaRaw)/float64(nar.Size()))
+			// Each side is timed three times, in turns after a pass that
+			// warms the page cache, and the medians compared: one pass takes
+			// a fifth of a second, short enough for a neighbour's burst to
+			// halve it.
+			reassemble := func() time.Duration {
+				start := time.Now()
+				if err := nar.WriteRange(ctx, io.Discard, 0, nar.Size()); err != nil {
+					b.Fatal(err)
+				}
+				return time.Since(start)
+			}
+			var n int64
+			copyFrames := func() time.Duration {
+				start := time.Now()
+				var err error
+				if n, err = nar.WriteFrames(ctx, io.Discard, 0, len(nar.Chunks())-1); err != nil {
+					b.Fatal(err)
+				}
+				return time.Since(start)
+			}
+			reasm, fileWall := medianInTurns(reassemble, func() time.Duration { return readFile(b, tc.NAR) })
+			rd.row(label, "raw NAR reassembly", size(nar.Size()), mbs(nar.Size(), reasm), "read the .nar file", mbs(nar.Size(), fileWall),
+				ratio(fileWall.Seconds(), reasm.Seconds()))
+			copyWall, zstWall := medianInTurns(copyFrames, func() time.Duration { return readFile(b, tc.ZstdFile) })
+			rd.row(label, ".nar.zst frame copy", size(n), mbs(n, copyWall), "read Nix's .nar.zst file", mbs(tc.ZstdSize, zstWall),
+				ratio(float64(n)/copyWall.Seconds(), float64(tc.ZstdSize)/zstWall.Seconds()))
+			rd.row(label, ".nar.zst frame copy as NAR bytes", size(nar.Size()), mbs(nar.Size(), copyWall), "", "", "")
 		}
-		reasm, fileWall := medianInTurns(reassemble, func() time.Duration { return readFile(b, tcs[0].NAR) })
-		rd.row("raw NAR reassembly", size(nar0.Size()), mbs(nar0.Size(), reasm), "read the .nar file", mbs(nar0.Size(), fileWall),
-			ratio(fileWall.Seconds(), reasm.Seconds()))
-		copyWall, zstWall := medianInTurns(copyFrames, func() time.Duration { return readFile(b, tcs[0].ZstdFile) })
-		rd.row(".nar.zst frame copy", size(n), mbs(n, copyWall), "read Nix's .nar.zst file", mbs(tcs[0].ZstdSize, zstWall),
-			ratio(float64(n)/copyWall.Seconds(), float64(tcs[0].ZstdSize)/zstWall.Seconds()))
-		rd.row(".nar.zst frame copy as NAR bytes", size(nar0.Size()), mbs(nar0.Size(), copyWall), "", "", "")
 		rd.done()
 		if err := s.Close(); err != nil {
 			b.Fatal(err)

@@ -231,7 +231,7 @@ func (r *liveReader) fill() error {
 	if shared != nil {
 		frame = shared.b
 	} else {
-		if r.frame, err = l.s.chunks.Frame(r.ctx, ref.ID, r.frame[:0]); err != nil {
+		if r.frame, err = l.s.Frame(r.ctx, ref.ID, r.frame[:0]); err != nil {
 			return fmt.Errorf("follow %s: %w", FormatHash(l.narHash), err)
 		}
 		frame = r.frame

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"slices"
 
 	"cairn/cdc"
 	"cairn/kv"
@@ -31,7 +32,7 @@ func (s *Store) OpenNAR(ctx context.Context, narHash [32]byte) (*NAR, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open nar %s: %w", FormatHash(narHash), err)
 	}
-	return &NAR{NAR: cdc.NewNAR(m.Chunks, s.chunks, s.codec), Manifest: m, codec: s.codec}, nil
+	return &NAR{NAR: cdc.NewNAR(m.Chunks, frameSource{s}, s.codec), Manifest: m, codec: s.codec}, nil
 }
 
 // Listing returns the NAR's listing as Nix's .ls JSON.
@@ -41,6 +42,51 @@ func (n *NAR) Listing() ([]byte, error) {
 		return nil, fmt.Errorf("listing of %s: %w", FormatHash(n.Manifest.NarHash), err)
 	}
 	return b, nil
+}
+
+// WritePacked writes the NAR as a .nar.zst stream for a copy that keeps
+// no promise of byte-identical frames, such as a seed drive's: stored frames
+// as they are, but each chunk stored as a delta packed anew at the fastest
+// level rather than sent as its stored-block frame. It returns the bytes
+// written.
+func (n *NAR) WritePacked(ctx context.Context, w io.Writer) (int64, error) {
+	chunks := n.Chunks()
+	var written, off int64
+	var raw, frame []byte
+	for first := 0; first < len(chunks); {
+		last := first
+		for last < len(chunks) && chunks[last].Level != cdc.DeltaLevel {
+			last++
+		}
+		if last > first {
+			k, err := n.WriteFrames(ctx, w, first, last-1)
+			written += k
+			if err != nil {
+				return written, err
+			}
+			for _, c := range chunks[first:last] {
+				off += int64(c.Raw)
+			}
+			first = last
+			continue
+		}
+		c := chunks[first]
+		raw = slices.Grow(raw[:0], int(c.Raw))[:c.Raw]
+		if _, err := n.ReadAtContext(ctx, raw, off); err != nil {
+			return written, err
+		}
+		if frame = n.codec.CompressFast(frame[:0], raw); len(frame) >= int(c.Comp) {
+			frame = cdc.Store(frame[:0], raw)
+		}
+		k, err := w.Write(frame)
+		written += int64(k)
+		if err != nil {
+			return written, err
+		}
+		off += int64(c.Raw)
+		first++
+	}
+	return written, nil
 }
 
 // Verify re-reads a stored NAR: every chunk's SHA-256 against its id, and
@@ -78,7 +124,7 @@ func (s *Store) Verify(ctx context.Context, narHash [32]byte) error {
 // plain reads a chunk's stored frame and its plaintext, checked against the
 // chunk's SHA-256.
 func (s *Store) plain(ctx context.Context, c cdc.ChunkRef) (frame, raw []byte, err error) {
-	frame, err = s.chunks.Frame(ctx, c.ID, nil)
+	frame, err = s.Frame(ctx, c.ID, nil)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -14,6 +14,7 @@ import (
 type RecompressStats struct {
 	NARs       int    // queued NARs processed
 	Chunks     int    // frames rewritten
+	Deltas     int    // of which stored as deltas
 	RawBytes   uint64 // plaintext bytes of the rewritten chunks
 	BytesSaved uint64 // stored bytes given back
 }
@@ -39,7 +40,7 @@ func (s *Store) recompressLoop() {
 			s.cfg.Logger.Error("recompress", "err", err)
 		}
 		if st.Chunks > 0 {
-			s.cfg.Logger.Info("recompressed", "nars", st.NARs, "chunks", st.Chunks, "saved", st.BytesSaved)
+			s.cfg.Logger.Info("recompressed", "nars", st.NARs, "chunks", st.Chunks, "deltas", st.Deltas, "saved", st.BytesSaved)
 			reclaim = true
 		}
 		if reclaim && ctx.Err() == nil {
@@ -110,6 +111,7 @@ func (s *Store) RecompressDue(ctx context.Context, now time.Time) (RecompressSta
 			}
 			total.NARs++
 			total.Chunks += st.Chunks
+			total.Deltas += st.Deltas
 			total.RawBytes += st.RawBytes
 			total.BytesSaved += st.BytesSaved
 		}
@@ -138,11 +140,13 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem, enc *recompr
 		return st, err
 	}
 	var todo []cdc.ChunkRef
-	seen := map[cdc.ID]bool{}
+	seen := make(map[cdc.ID]bool, len(m.Chunks)) // the NAR's own chunks
 	for _, c := range m.Chunks {
-		if c.Level == cdc.StoredLevel && !seen[c.ID] {
+		if !seen[c.ID] {
 			seen[c.ID] = true
-			todo = append(todo, c)
+			if c.Level == cdc.StoredLevel {
+				todo = append(todo, c)
+			}
 		}
 	}
 	ids := make([]cdc.ID, len(todo))
@@ -157,20 +161,85 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem, enc *recompr
 	batch := s.chunks.NewBatch()
 	defer func() { batch.Cancel() }() // the batch of the moment
 	var updates []kv.FrameUpdate
-	written := 0 // bytes of new frames not recorded yet
-	durable := func() error {
-		if err := batch.Flush(); err != nil {
-			return err
-		}
-		return s.chunks.Sync()
-	}
-	record := func(c cdc.ChunkRef, comp int, level uint8) {
-		updates = append(updates, kv.FrameUpdate{ID: c.ID, From: c.Comp, Comp: uint32(comp), Level: level})
+	var deltas []pendingDelta // chosen, not written until their bases are reserved
+	written := 0              // bytes of new frames not recorded yet
+	record := func(c cdc.ChunkRef, comp int, level uint8, sk *cdc.Sketch) {
+		updates = append(updates, kv.FrameUpdate{ID: c.ID, From: c.Comp, Comp: uint32(comp), Level: level, Sketch: sk})
 		if level != cdc.IncompressibleLevel {
 			st.Chunks++
 			st.RawBytes += uint64(c.Raw)
 			st.BytesSaved += uint64(int(c.Comp) - comp)
 		}
+		if level == cdc.DeltaLevel {
+			st.Deltas++
+		}
+	}
+	// plain stores a chunk as an independent frame, or leaves a stored-block
+	// frame that compression does not shrink as it is.
+	plain := func(c cdc.ChunkRef, packed []byte, sk *cdc.Sketch) error {
+		if len(packed) >= int(c.Comp) {
+			record(c, int(c.Comp), cdc.IncompressibleLevel, nil)
+			return nil
+		}
+		record(c, len(packed), uint8(s.cfg.Level), sk)
+		return batch.Put(c.ID, packed)
+	}
+	// flush makes the segment's frames durable and records them: the
+	// deltas' bases are reserved first, and a delta whose base cannot be is
+	// stored plain instead.
+	flush := func() error {
+		var wrote []pendingDelta
+		if len(deltas) > 0 {
+			pairs := make([]kv.BaseRef, len(deltas))
+			for i, d := range deltas {
+				pairs[i] = kv.BaseRef{ID: d.c.ID, Base: d.base}
+			}
+			ok, err := s.ix.ReserveBases(pairs)
+			if err != nil {
+				return err
+			}
+			for i, d := range deltas {
+				if !ok[i] {
+					if err := plain(d.c, d.packed, &d.sketch); err != nil {
+						return err
+					}
+					continue
+				}
+				record(d.c, len(d.value), cdc.DeltaLevel, nil)
+				if err := batch.Put(d.c.ID, d.value); err != nil {
+					return err
+				}
+				wrote = append(wrote, d)
+			}
+			deltas = deltas[:0]
+		}
+		if err := batch.Flush(); err != nil {
+			return err
+		}
+		if err := s.chunks.Sync(); err != nil {
+			return err
+		}
+		batch = s.chunks.NewBatch()
+		// A chunk whose NAR was deleted and ingested again since its base
+		// was reserved has lost the reservation, and the ingest's frame
+		// may have landed before the delta: put the plain frame back over
+		// it. An ingest that marks the chunk after this check writes after
+		// the delta, which is durable already.
+		if over := s.overwritten(run, wrote); len(over) > 0 {
+			for _, d := range over {
+				if err := batch.Put(d.c.ID, d.packed); err != nil {
+					return err
+				}
+			}
+			if err := batch.Flush(); err != nil {
+				return err
+			}
+			if err := s.chunks.Sync(); err != nil {
+				return err
+			}
+			batch = s.chunks.NewBatch()
+		}
+		return nil
 	}
 	for _, c := range todo {
 		if err := ctx.Err(); err != nil {
@@ -185,26 +254,35 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem, enc *recompr
 			return st, err
 		}
 		if len(frame) != int(c.Comp) {
-			record(c, len(frame), uint8(s.cfg.Level))
+			// An interrupted run replaced it and did not record it.
+			record(c, len(frame), uint8(s.cfg.Level), nil)
 			continue
 		}
 		packed, err := enc.compress(raw)
 		if err != nil {
 			return st, err
 		}
-		if len(packed) >= len(frame) {
-			record(c, len(frame), cdc.IncompressibleLevel)
-			continue
-		}
-		if err := batch.Put(c.ID, packed); err != nil {
-			return st, err
-		}
-		record(c, len(packed), uint8(s.cfg.Level))
-		if written += len(packed); written >= s.recompressSegment {
-			if err := durable(); err != nil {
+		sk := cdc.SketchOf(raw)
+		var delta []byte
+		if !s.cfg.NoDeltas {
+			if delta, err = s.deltaOf(ctx, c, raw, sk, seen, enc, len(packed)); err != nil {
 				return st, err
 			}
-			batch = s.chunks.NewBatch()
+		}
+		if delta != nil {
+			base, _, _ := cdc.ParseDelta(delta)
+			deltas = append(deltas, pendingDelta{c: c, base: base, value: delta, packed: packed, sketch: sk})
+			written += len(packed) // what it may yet take
+		} else {
+			if err := plain(c, packed, &sk); err != nil {
+				return st, err
+			}
+			written += len(packed)
+		}
+		if written >= s.recompressSegment {
+			if err := flush(); err != nil {
+				return st, err
+			}
 			if err := s.recordRecompress(run, updates); err != nil {
 				return st, err
 			}
@@ -217,10 +295,33 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem, enc *recompr
 			}
 		}
 	}
-	if err := durable(); err != nil {
+	if err := flush(); err != nil {
 		return st, err
 	}
 	return st, s.finishRecompress(run, it.Key, updates)
+}
+
+// overwritten returns those of deltas whose chunk an ingest has marked for
+// writing since run began.
+func (s *Store) overwritten(run *recompressRun, deltas []pendingDelta) []pendingDelta {
+	s.pinMu.Lock()
+	defer s.pinMu.Unlock()
+	var out []pendingDelta
+	for _, d := range deltas {
+		if run.overwritten[d.c.ID] {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// pendingDelta is a chunk whose delta waits for its base's reservation.
+type pendingDelta struct {
+	c      cdc.ChunkRef
+	base   cdc.ID
+	value  []byte // the stored delta
+	packed []byte // its independent frame, should the base not be reserved
+	sketch cdc.Sketch
 }
 
 // recompressor compresses the frames of one recompression run. A
@@ -233,14 +334,35 @@ type recompressor struct {
 	enc   *cdc.Encoder
 }
 
+// compressDelta returns a zstd frame of raw against base as a prefix.
+func (r *recompressor) compressDelta(raw, base []byte) ([]byte, error) {
+	if err := r.ensure(); err != nil {
+		return nil, err
+	}
+	frame, err := r.enc.CompressDelta(nil, raw, base)
+	if err != nil {
+		return nil, fmt.Errorf("recompress: %w", err)
+	}
+	return frame, nil
+}
+
+// ensure makes the run's encoder, once it has a frame to compress.
+func (r *recompressor) ensure() error {
+	if r.enc != nil {
+		return nil
+	}
+	e, err := r.codec.NewEncoder(r.level)
+	if err != nil {
+		return fmt.Errorf("recompress: %w", err)
+	}
+	r.enc = e
+	return nil
+}
+
 // compress returns a new zstd frame of raw.
 func (r *recompressor) compress(raw []byte) ([]byte, error) {
-	if r.enc == nil {
-		e, err := r.codec.NewEncoder(r.level)
-		if err != nil {
-			return nil, fmt.Errorf("recompress: %w", err)
-		}
-		r.enc = e
+	if err := r.ensure(); err != nil {
+		return nil, err
 	}
 	frame, err := r.enc.Compress(nil, raw)
 	if err != nil {

@@ -40,8 +40,14 @@ type Config struct {
 	// so that a client resuming a .nar.zst download with Range sees the same
 	// bytes. Negative turns background recompression off.
 	RecompressDelay time.Duration
-	ChunkOpts       kv.ChunkOptions
-	Logger          *slog.Logger
+	// NoDeltas keeps every chunk an independent frame. Otherwise the
+	// recompressor stores a chunk as a delta against a similar stored
+	// chunk when that saves an eighth of its frame or more: the later
+	// releases of one package then take a fraction of their frames' bytes,
+	// and a read of such a chunk decodes its base too (README, "Deltas").
+	NoDeltas  bool
+	ChunkOpts kv.ChunkOptions
+	Logger    *slog.Logger
 	// Running, when set, is told how many ingests run (uploads included)
 	// each time that number changes, so that the caller can make room for
 	// their memory (cairn serve raises its soft memory limit with it). Calls

@@ -91,7 +91,7 @@ func checkConsistent(t testing.TB, s *appliance.Store) {
 				seen[c.ID] = true
 				refs[c.ID]++
 			}
-			frame, err := s.Chunks().Frame(ctx, c.ID, nil)
+			frame, err := s.Frame(ctx, c.ID, nil)
 			require.NoError(t, err, "dangling reference: manifest %s names missing chunk %s", appliance.FormatHash(m.NarHash), c.ID)
 			require.Equal(t, int(c.Comp), len(frame), "chunk %s: stored frame and its recorded size differ", c.ID)
 		}
@@ -102,11 +102,25 @@ func checkConsistent(t testing.TB, s *appliance.Store) {
 		require.NoError(t, err)
 		require.Equal(t, nar.CompressedSize(), n)
 	}
+	// A delta's reserved base counts as a reference of the base; a base
+	// is never a delta itself.
 	stored := map[cdc.ID]uint64{}
-	require.NoError(t, s.Index().ForEachRef(func(id cdc.ID, n uint64) error {
-		stored[id] = n
+	var bases []cdc.ID
+	levels := map[cdc.ID]uint8{}
+	require.NoError(t, s.Index().ForEachRef(func(r kv.RefInfo) error {
+		stored[r.ID] = r.Count
+		levels[r.ID] = r.Level
+		if r.HasBase {
+			bases = append(bases, r.Base)
+		}
 		return nil
 	}))
+	for _, b := range bases {
+		refs[b]++
+		require.NotEqualValues(t, cdc.DeltaLevel, levels[b], "base %s is a delta", b)
+		_, err := s.Chunks().Frame(ctx, b, nil)
+		require.NoError(t, err, "base %s is missing", b)
+	}
 	require.Equal(t, refs, stored, "reference counts")
 	st, err := s.Stats()
 	require.NoError(t, err)
@@ -186,12 +200,10 @@ func TestIngestRoundTrip(t *testing.T) {
 				}
 				require.Equal(t, n.Bytes, readAll(t, s, n.Hash))
 
-				var zst bytes.Buffer
-				_, err = nar.WriteFrames(context.Background(), &zst, 0, len(nar.Chunks())-1)
-				require.NoError(t, err)
-				require.EqualValues(t, res.FileSize, zst.Len())
-				require.EqualValues(t, nar.CompressedSize(), zst.Len())
-				require.Equal(t, n.Bytes, nixtestDecodeZstd(t, zst.Bytes()))
+				zst := zstOf(t, nar)
+				require.EqualValues(t, res.FileSize, len(zst))
+				require.EqualValues(t, nar.CompressedSize(), len(zst))
+				require.Equal(t, n.Bytes, nixtestDecodeZstd(t, zst))
 			}
 			checkConsistent(t, s)
 		})
@@ -205,6 +217,15 @@ func nixtestDecodeZstd(t testing.TB, b []byte) []byte {
 	out, err := codec.Decompress(nil, b, -1)
 	require.NoError(t, err)
 	return out
+}
+
+// zstOf returns a stored NAR's whole .nar.zst stream.
+func zstOf(t testing.TB, n *appliance.NAR) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	_, err := n.WriteFrames(context.Background(), &b, 0, len(n.Chunks())-1)
+	require.NoError(t, err)
+	return b.Bytes()
 }
 
 func must[T any](v T, err error) T {
@@ -229,9 +250,7 @@ func TestRecompressKeepsPromisesAndSavesSpace(t *testing.T) {
 	for _, c := range before.Chunks() {
 		require.EqualValues(t, cdc.StoredLevel, c.Level, "ingest writes stored-block frames")
 	}
-	var promised bytes.Buffer
-	_, err = before.WriteFrames(ctx, &promised, 0, len(before.Chunks())-1)
-	require.NoError(t, err)
+	promised := zstOf(t, before)
 	st0, err := s.Stats()
 	require.NoError(t, err)
 
@@ -249,18 +268,14 @@ func TestRecompressKeepsPromisesAndSavesSpace(t *testing.T) {
 	require.Less(t, st1.PhysicalBytes, st0.PhysicalBytes*2/3)
 
 	// A response that promised stored-block frames still gets those bytes.
-	var again bytes.Buffer
-	_, err = before.WriteFrames(ctx, &again, 0, len(before.Chunks())-1)
-	require.NoError(t, err)
-	require.Equal(t, promised.Bytes(), again.Bytes())
+	again := zstOf(t, before)
+	require.Equal(t, promised, again)
 	// A new open serves the smaller frames, still one valid zstd stream.
 	after, err := s.OpenNAR(ctx, n.Hash)
 	require.NoError(t, err)
 	require.Less(t, after.CompressedSize(), before.CompressedSize())
-	var packed bytes.Buffer
-	_, err = after.WriteFrames(ctx, &packed, 0, len(after.Chunks())-1)
-	require.NoError(t, err)
-	require.Equal(t, n.Bytes, nixtestDecodeZstd(t, packed.Bytes()))
+	packed := zstOf(t, after)
+	require.Equal(t, n.Bytes, nixtestDecodeZstd(t, packed))
 	for _, n := range nars {
 		require.Equal(t, n.Bytes, readAll(t, s, n.Hash))
 	}
@@ -781,13 +796,11 @@ func TestLiveWriteToMatchesRead(t *testing.T) {
 			}
 			nar, err := s.OpenNAR(ctx, n.Hash)
 			require.NoError(t, err)
-			var zst bytes.Buffer
-			_, err = nar.WriteFrames(ctx, &zst, 0, len(nar.Chunks())-1)
-			require.NoError(t, err)
+			zst := zstOf(t, nar)
 			for i, rd := range readers {
 				require.NoError(t, errs[i], rd.name)
 				if i < 2 {
-					require.Equal(t, zst.Bytes(), got[i].Bytes(), rd.name)
+					require.Equal(t, zst, got[i].Bytes(), rd.name)
 				} else {
 					require.Equal(t, n.Bytes, got[i].Bytes(), rd.name)
 				}
@@ -829,10 +842,8 @@ func TestLiveFollowerKeepsItsFrameWhileBuffersAreReused(t *testing.T) {
 
 	nar, err := s.OpenNAR(ctx, first.Hash)
 	require.NoError(t, err)
-	var zst bytes.Buffer
-	_, err = nar.WriteFrames(ctx, &zst, 0, len(nar.Chunks())-1)
-	require.NoError(t, err)
-	require.True(t, bytes.Equal(zst.Bytes(), append(head, rest...)), "the follower's .nar.zst differs from the stored one")
+	zst := zstOf(t, nar)
+	require.True(t, bytes.Equal(zst, append(head, rest...)), "the follower's .nar.zst differs from the stored one")
 }
 
 // readOnly copies r to w through Read alone, hiding any WriteTo.
@@ -987,4 +998,153 @@ func TestSweepOrphansKeepsReferencedChunks(t *testing.T) {
 	require.Equal(t, orphans, deleted)
 	checkConsistent(t, s)
 	require.Equal(t, n.Bytes, readAll(t, s, n.Hash))
+}
+
+// The recompressor stores a later release's chunks as deltas against the
+// earlier one's: far fewer bytes, the same bytes read and served, and each
+// base kept exactly as long as a delta needs it.
+func TestRecompressStoresDeltas(t *testing.T) {
+	old, next := nixtest.ReleasePair(t)
+	ctx := context.Background()
+	physical := map[bool]uint64{}
+	for _, noDeltas := range []bool{true, false} {
+		s := openStore(t, t.TempDir(), func(c *appliance.Config) { c.RecompressDelay = time.Hour; c.NoDeltas = noDeltas })
+		_, err := s.Ingest(ctx, appliance.Want{Info: info(old)}, bytes.NewReader(old.Bytes), "none")
+		require.NoError(t, err)
+		res, err := s.RecompressDue(ctx, time.Now().Add(2*time.Hour))
+		require.NoError(t, err)
+		require.Zero(t, res.Deltas, "nothing to compress against yet")
+		_, err = s.Ingest(ctx, appliance.Want{Info: info(next)}, bytes.NewReader(next.Bytes), "none")
+		require.NoError(t, err)
+		before, err := s.OpenNAR(ctx, next.Hash)
+		require.NoError(t, err)
+		promised := zstOf(t, before)
+
+		res, err = s.RecompressDue(ctx, time.Now().Add(2*time.Hour))
+		require.NoError(t, err)
+		if noDeltas {
+			require.Zero(t, res.Deltas)
+		} else {
+			require.Greater(t, res.Deltas, res.Chunks/2, "most chunks of the new release are deltas")
+		}
+		st, err := s.Stats()
+		require.NoError(t, err)
+		physical[noDeltas] = st.PhysicalBytes
+
+		// A response that promised stored-block frames still gets them, and
+		// a new one is one valid zstd stream of the NAR.
+		again := zstOf(t, before)
+		require.Equal(t, promised, again)
+		after, err := s.OpenNAR(ctx, next.Hash)
+		require.NoError(t, err)
+		packed := zstOf(t, after)
+		require.Equal(t, next.Bytes, nixtestDecodeZstd(t, packed))
+		// A copy that need not match the served bytes packs the deltas.
+		var repacked bytes.Buffer
+		k, err := after.WritePacked(ctx, &repacked)
+		require.NoError(t, err)
+		require.EqualValues(t, repacked.Len(), k)
+		require.Equal(t, next.Bytes, nixtestDecodeZstd(t, repacked.Bytes()))
+		if noDeltas {
+			require.Equal(t, packed, repacked.Bytes())
+		} else {
+			require.Less(t, repacked.Len(), len(packed)*2/3)
+		}
+		for _, n := range []nixtest.NAR{old, next} {
+			require.Equal(t, n.Bytes, readAll(t, s, n.Hash))
+		}
+		checkConsistent(t, s)
+		if noDeltas {
+			require.NoError(t, s.Close())
+			continue
+		}
+
+		// The old release goes; the bases its chunks are stay for the deltas.
+		_, err = s.DeleteNAR(ctx, old.Hash)
+		require.NoError(t, err)
+		require.Equal(t, next.Bytes, readAll(t, s, next.Hash))
+		checkConsistent(t, s)
+		// The new one goes, and with it every base.
+		_, err = s.DeleteNAR(ctx, next.Hash)
+		require.NoError(t, err)
+		st, err = s.Stats()
+		require.NoError(t, err)
+		require.Zero(t, st.Chunks)
+		require.Zero(t, st.PhysicalBytes)
+		left := 0
+		require.NoError(t, s.Chunks().ForEach(ctx, func(cdc.ID) error { left++; return nil }))
+		require.Zero(t, left, "chunks left in the chunk store")
+		require.NoError(t, s.Close())
+	}
+	t.Logf("stored bytes of two releases: %d as deltas, %d as independent frames", physical[false], physical[true])
+	require.Less(t, physical[false], physical[true]*2/3)
+}
+
+// A run that died after reserving bases, with some deltas written and none
+// recorded, is finished by the next: no reservation is counted twice, and
+// every chunk reads back.
+func TestRecompressAfterCrashWithReservedBases(t *testing.T) {
+	old, next := nixtest.ReleasePair(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openStore(t, dir, func(c *appliance.Config) { c.RecompressDelay = time.Hour })
+	for _, n := range []nixtest.NAR{old, next} {
+		_, err := s.Ingest(ctx, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), "none")
+		require.NoError(t, err)
+		if n.Name == old.Name {
+			_, err = s.RecompressDue(ctx, time.Now().Add(2*time.Hour))
+			require.NoError(t, err)
+		}
+	}
+	nar, err := s.OpenNAR(ctx, next.Hash)
+	require.NoError(t, err)
+	enc, err := s.Codec().NewEncoder(appliance.DefaultLevel)
+	require.NoError(t, err)
+	defer enc.Close()
+	var pairs []kv.BaseRef
+	b := s.Chunks().NewBatch()
+	off := int64(0)
+	for i, c := range nar.Chunks() {
+		raw := make([]byte, c.Raw)
+		_, err := nar.ReadAt(raw, off)
+		require.NoError(t, err)
+		off += int64(c.Raw)
+		base, ok, err := s.Index().SimilarChunk(cdc.SketchOf(raw), nil)
+		require.NoError(t, err)
+		if !ok || c.Level != cdc.StoredLevel { // not shared with the old release
+			continue
+		}
+		pairs = append(pairs, kv.BaseRef{ID: c.ID, Base: base})
+		if i%2 == 0 {
+			frame, err := s.Frame(ctx, base, nil)
+			require.NoError(t, err)
+			plain, err := s.Codec().Decompress(nil, frame, -1)
+			require.NoError(t, err)
+			delta, err := enc.CompressDelta(nil, raw, plain)
+			require.NoError(t, err)
+			require.NoError(t, b.Put(c.ID, cdc.AppendDelta(nil, base, delta)))
+		}
+		if len(pairs) == 4 {
+			break
+		}
+	}
+	require.Len(t, pairs, 4)
+	ok, err := s.Index().ReserveBases(pairs)
+	require.NoError(t, err)
+	require.Equal(t, []bool{true, true, true, true}, ok)
+	require.NoError(t, b.Flush())
+	require.NoError(t, s.Close())
+
+	s = openStore(t, dir, func(c *appliance.Config) { c.RecompressDelay = time.Hour })
+	defer s.Close()
+	require.Equal(t, next.Bytes, readAll(t, s, next.Hash), "written deltas read back before they are recorded")
+	checkConsistent(t, s)
+	res, err := s.RecompressDue(ctx, time.Now().Add(2*time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, 1, res.NARs)
+	require.Positive(t, res.Deltas)
+	for _, n := range []nixtest.NAR{old, next} {
+		require.Equal(t, n.Bytes, readAll(t, s, n.Hash))
+	}
+	checkConsistent(t, s)
 }

@@ -37,7 +37,8 @@ type Codec struct {
 	// idle holds packers that closed Encoders gave back. A libzstd context
 	// lives outside the Go heap and only its finalizer frees it, so the
 	// Codec keeps a few for reuse rather than leaving one behind per job.
-	idle chan packer
+	idle   chan packer
+	deltas deltaDecoders
 }
 
 // idlePackers is how many idle packers a Codec keeps.
@@ -93,14 +94,17 @@ func newFrameEncoder(level Level, encoders int) (*zstd.Encoder, error) {
 // level a build with cgo packs with libzstd (see EncoderName); every other
 // level, and every build without cgo, uses klauspost.
 type Encoder struct {
-	enc  *zstd.Encoder // when pack is nil
-	pack packer
-	home chan packer // where Close gives pack back
+	enc   *zstd.Encoder // when pack is nil
+	delta *zstd.Encoder // made by the first CompressDelta, when pack is nil
+	level Level
+	pack  packer
+	home  chan packer // where Close gives pack back
 }
 
 // packer makes frames with another zstd implementation than klauspost.
 type packer interface {
 	pack(dst, raw []byte) ([]byte, error)
+	packDelta(dst, raw, base []byte) ([]byte, error)
 	close()
 }
 
@@ -109,16 +113,16 @@ func (c *Codec) NewEncoder(level Level) (*Encoder, error) {
 	if packerName(level) != "" {
 		select {
 		case p := <-c.idle:
-			return &Encoder{pack: p, home: c.idle}, nil
+			return &Encoder{pack: p, home: c.idle, level: level}, nil
 		default:
-			return &Encoder{pack: newPacker(level), home: c.idle}, nil
+			return &Encoder{pack: newPacker(level), home: c.idle, level: level}, nil
 		}
 	}
 	enc, err := newFrameEncoder(level, 1)
 	if err != nil {
 		return nil, err
 	}
-	return &Encoder{enc: enc}, nil
+	return &Encoder{enc: enc, level: level}, nil
 }
 
 // EncoderName names what an Encoder at level makes frames with.
@@ -151,6 +155,10 @@ func (e *Encoder) Close() {
 	case e.enc != nil:
 		e.enc.Close()
 		e.enc = nil
+	}
+	if e.delta != nil {
+		e.delta.Close()
+		e.delta = nil
 	}
 }
 

@@ -2,9 +2,46 @@
 
 package cdc
 
+/*
+// libzstd's advanced API, for delta frames: DataDog/zstd compiles the
+// library into the binary but has no call that takes a raw-content prefix.
+// These are its stable declarations (zstd.h, v1.4.0 and later), with the
+// enums passed as the ints they are.
+#include <stddef.h>
+typedef struct ZSTD_CCtx_s ZSTD_CCtx;
+ZSTD_CCtx* ZSTD_createCCtx(void);
+size_t ZSTD_freeCCtx(ZSTD_CCtx* cctx);
+size_t ZSTD_CCtx_reset(ZSTD_CCtx* cctx, int reset);
+size_t ZSTD_CCtx_setParameter(ZSTD_CCtx* cctx, int param, int value);
+size_t ZSTD_CCtx_refPrefix(ZSTD_CCtx* cctx, const void* prefix, size_t prefixSize);
+size_t ZSTD_compress2(ZSTD_CCtx* cctx, void* dst, size_t dstCapacity, const void* src, size_t srcSize);
+size_t ZSTD_compressBound(size_t srcSize);
+unsigned ZSTD_isError(size_t code);
+const char* ZSTD_getErrorName(size_t code);
+
+// cairn_zstd_delta compresses src at level with prefix as a raw-content
+// prefix, with a content checksum; the prefix applies to this frame only.
+static size_t cairn_zstd_delta(ZSTD_CCtx* c, void* dst, size_t cap, const void* src, size_t n,
+                               const void* prefix, size_t pn, int level) {
+	size_t r = ZSTD_CCtx_reset(c, 3); // ZSTD_reset_session_and_parameters
+	if (ZSTD_isError(r)) return r;
+	r = ZSTD_CCtx_setParameter(c, 100, level); // ZSTD_c_compressionLevel
+	if (ZSTD_isError(r)) return r;
+	r = ZSTD_CCtx_setParameter(c, 201, 1); // ZSTD_c_checksumFlag
+	if (ZSTD_isError(r)) return r;
+	r = ZSTD_CCtx_refPrefix(c, prefix, pn);
+	if (ZSTD_isError(r)) return r;
+	return ZSTD_compress2(c, dst, cap, src, n);
+}
+*/
+import "C"
+
 import (
 	"encoding/binary"
 	"fmt"
+	"runtime"
+	"slices"
+	"unsafe"
 
 	libzstd "github.com/DataDog/zstd"
 	"github.com/cespare/xxhash/v2"
@@ -22,6 +59,13 @@ const packLevel = 16
 type libzstdPacker struct {
 	ctx     libzstd.Ctx
 	scratch []byte
+	delta   *deltaCtx // made by the first packDelta
+}
+
+// deltaCtx owns a libzstd compression context for delta frames.
+type deltaCtx struct {
+	c       *C.ZSTD_CCtx
+	cleanup runtime.Cleanup
 }
 
 // newPacker returns a libzstd packer, for the levels packerName names.
@@ -54,5 +98,41 @@ func (p *libzstdPacker) pack(dst, raw []byte) ([]byte, error) {
 	return binary.LittleEndian.AppendUint32(dst, uint32(xxhash.Sum64(raw))), nil
 }
 
-// close lets the C context go; its finalizer frees it.
-func (p *libzstdPacker) close() { p.ctx, p.scratch = nil, nil }
+// packDelta appends a frame of raw compressed against base as a prefix.
+func (p *libzstdPacker) packDelta(dst, raw, base []byte) ([]byte, error) {
+	if p.delta == nil {
+		c := C.ZSTD_createCCtx()
+		if c == nil {
+			return dst, fmt.Errorf("libzstd: cannot allocate a compression context")
+		}
+		d := &deltaCtx{c: c}
+		d.cleanup = runtime.AddCleanup(d, func(c *C.ZSTD_CCtx) { C.ZSTD_freeCCtx(c) }, c)
+		p.delta = d
+	}
+	if len(raw) == 0 || len(base) == 0 {
+		return dst, fmt.Errorf("libzstd delta: empty chunk or base")
+	}
+	bound := int(C.ZSTD_compressBound(C.size_t(len(raw))))
+	start := len(dst)
+	dst = slices.Grow(dst, bound)
+	out := dst[start : start+bound]
+	r := C.cairn_zstd_delta(p.delta.c, unsafe.Pointer(&out[0]), C.size_t(bound),
+		unsafe.Pointer(&raw[0]), C.size_t(len(raw)), unsafe.Pointer(&base[0]), C.size_t(len(base)), C.int(packLevel))
+	runtime.KeepAlive(raw)
+	runtime.KeepAlive(base)
+	if C.ZSTD_isError(r) != 0 {
+		return dst, fmt.Errorf("libzstd delta compress %d bytes: %s", len(raw), C.GoString(C.ZSTD_getErrorName(r)))
+	}
+	return dst[:start+int(r)], nil
+}
+
+// close lets the C contexts go: the delta one now, the other through its
+// finalizer.
+func (p *libzstdPacker) close() {
+	if p.delta != nil {
+		p.delta.cleanup.Stop()
+		C.ZSTD_freeCCtx(p.delta.c)
+		p.delta = nil
+	}
+	p.ctx, p.scratch = nil, nil
+}

@@ -147,7 +147,7 @@ func (c *chunkedNAR) Load(ctx context.Context, i int) ([]byte, error) {
 		buf = new([]byte)
 	}
 	defer c.frames.Put(buf)
-	frame, err := c.store.Chunks().Frame(ctx, ch.ID, (*buf)[:0])
+	frame, err := c.store.Frame(ctx, ch.ID, (*buf)[:0])
 	*buf = frame
 	if err != nil {
 		return nil, err

@@ -19,8 +19,10 @@ import (
 	"cairn/cdc"
 )
 
-// FormatVersion is the index layout this build reads and writes.
-const FormatVersion = 1
+// FormatVersion is the index layout this build reads and writes. Version 2
+// added delta bases and sketches to chunk references; a version 1 index is
+// upgraded when opened, and cannot be opened by a release that reads 1.
+const FormatVersion = 2
 
 var (
 	// ErrNotFound reports a key that is not in the index.
@@ -99,7 +101,7 @@ func (ix *Index) init(p cdc.Params) error {
 	return ix.db.Update(func(tx *bolt.Tx) error {
 		fillNarPaths := tx.Bucket(bucketNarPaths) == nil && tx.Bucket(bucketNarInfo) != nil
 		for _, b := range [][]byte{bucketMeta, bucketNarInfo, bucketManifest, bucketRefs, bucketAtime, bucketQueue, bucketNarPaths,
-			bucketUploads, bucketLogs, bucketRealisations, bucketPins} {
+			bucketUploads, bucketLogs, bucketRealisations, bucketPins, bucketSketch} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -124,6 +126,13 @@ func (ix *Index) init(p cdc.Params) error {
 				return err
 			}
 			return meta.Put(keyChunker, []byte(p.String()))
+		}
+		if string(format) == "1" {
+			// Version 1 is version 2 with no deltas yet.
+			if err := meta.Put(keyFormat, want); err != nil {
+				return err
+			}
+			format = want
 		}
 		if !bytes.Equal(format, want) {
 			return fmt.Errorf("%w: the data directory has index format %s but this cairn reads format %s; "+
@@ -546,32 +555,14 @@ func deleteNAR(tx *bolt.Tx, narHash [32]byte, st *Stats) ([]cdc.ID, error) {
 	if err := m.UnmarshalBinary(v); err != nil {
 		return nil, err
 	}
-	refs := tx.Bucket(bucketRefs)
 	seen := make(map[cdc.ID]struct{}, len(m.Chunks))
 	for _, c := range m.Chunks {
 		if _, dup := seen[c.ID]; dup {
 			continue
 		}
 		seen[c.ID] = struct{}{}
-		rv := refs.Get(c.ID[:])
-		if rv == nil {
-			return nil, fmt.Errorf("chunk %s: reference missing", c.ID)
-		}
-		r, err := decodeRef(rv)
-		if err != nil {
-			return nil, fmt.Errorf("chunk %s: %w", c.ID, err)
-		}
-		if r.count <= 1 {
-			if err := refs.Delete(c.ID[:]); err != nil {
-				return nil, err
-			}
-			st.Chunks--
-			st.PhysicalBytes -= uint64(r.comp)
-			freed = append(freed, c.ID)
-			continue
-		}
-		r.count--
-		if err := refs.Put(c.ID[:], r.encode()); err != nil {
+		var err error
+		if freed, err = dropRef(tx, c.ID, st, freed); err != nil {
 			return nil, err
 		}
 	}
@@ -636,19 +627,6 @@ func (ix *Index) ForEachNarInfo(fn func(*NarInfo) error) error {
 				return err
 			}
 			return fn(&n)
-		})
-	})
-}
-
-// ForEachRef calls fn with every referenced chunk and its count.
-func (ix *Index) ForEachRef(fn func(id cdc.ID, count uint64) error) error {
-	return ix.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketRefs).ForEach(func(k, v []byte) error {
-			r, err := decodeRef(v)
-			if err != nil {
-				return err
-			}
-			return fn(cdc.ID(k), r.count)
 		})
 	})
 }
@@ -740,13 +718,15 @@ func (ix *Index) DueRecompress(cutoff time.Time, after []byte, limit int) ([]Que
 	return out, err
 }
 
-// FrameUpdate replaces a chunk's stored-block frame size with the size and
-// level of the frame that now holds it.
+// FrameUpdate replaces a chunk's stored-block frame with the frame that now
+// holds it: its size and level, or, at cdc.DeltaLevel, the size of the
+// stored delta, while the chunk keeps From as its size as served.
 type FrameUpdate struct {
-	ID    cdc.ID
-	From  uint32 // the stored-block frame's size, as recorded
-	Comp  uint32
-	Level uint8
+	ID     cdc.ID
+	From   uint32 // the stored-block frame's size, as recorded
+	Comp   uint32
+	Level  uint8
+	Sketch *cdc.Sketch // if set, the chunk becomes a candidate delta base
 }
 
 // FinishRecompress records recompressed frames, already durable in the
@@ -779,8 +759,23 @@ func (ix *Index) recordFrames(key []byte, updates []FrameUpdate) error {
 			if r.level != cdc.StoredLevel || r.comp != u.From {
 				continue
 			}
-			st.PhysicalBytes = st.PhysicalBytes - uint64(r.comp) + uint64(u.Comp)
-			r.comp, r.level = u.Comp, u.Level
+			before := r.stored()
+			switch {
+			case u.Level == cdc.DeltaLevel && !r.hasBase:
+				return fmt.Errorf("chunk %s: %w: a delta recorded without a reserved base", u.ID, ErrBadRecord)
+			case u.Level == cdc.DeltaLevel:
+				r.level, r.phys = u.Level, u.Comp
+			default:
+				// A chunk whose reserved base went unused keeps it
+				// counted until the chunk goes.
+				r.comp, r.level = u.Comp, u.Level
+				if u.Sketch != nil && !r.hasBase && baseEligible(r) {
+					if err := setSketch(tx, u.ID, &r, *u.Sketch); err != nil {
+						return err
+					}
+				}
+			}
+			st.PhysicalBytes = st.PhysicalBytes - uint64(before) + uint64(r.stored())
 			if err := refs.Put(u.ID[:], r.encode()); err != nil {
 				return err
 			}

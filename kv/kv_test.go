@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -69,7 +70,7 @@ func TestIndexRefcountsAndStats(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, kv.Stats{NARs: 2, Chunks: 3, LogicalBytes: 2500, PhysicalBytes: 180}, st)
 	counts := map[cdc.ID]uint64{}
-	require.NoError(t, ix.ForEachRef(func(id cdc.ID, n uint64) error { counts[id] = n; return nil }))
+	require.NoError(t, ix.ForEachRef(func(r kv.RefInfo) error { counts[r.ID] = r.Count; return nil }))
 	require.EqualValues(t, 2, counts[id(2)])
 
 	got, err := ix.Manifest(b.NarHash)
@@ -178,19 +179,42 @@ func TestRecompressQueue(t *testing.T) {
 }
 
 func TestIndexRefusesOtherFormat(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "index.db")
-	ix, err := kv.OpenIndex(path, cdc.DefaultParams)
-	require.NoError(t, err)
-	require.NoError(t, ix.Close())
+	for _, tc := range []struct {
+		format  string
+		wantErr string // empty: opens
+	}{
+		{"999", "index format 999"},
+		{"1", ""}, // version 1 is upgraded in place: it has no deltas yet
+		{"2", ""},
+	} {
+		path := filepath.Join(t.TempDir(), "index.db")
+		ix, err := kv.OpenIndex(path, cdc.DefaultParams)
+		require.NoError(t, err)
+		require.NoError(t, ix.Close())
 
-	db, err := bolt.Open(path, 0o600, nil)
-	require.NoError(t, err)
-	require.NoError(t, db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("meta")).Put([]byte("format"), []byte("999")) }))
-	require.NoError(t, db.Close())
-
-	_, err = kv.OpenIndex(path, cdc.DefaultParams)
-	require.ErrorIs(t, err, kv.ErrFormat)
-	require.Contains(t, err.Error(), "index format 999")
+		setFormat := func(v string) {
+			db, err := bolt.Open(path, 0o600, nil)
+			require.NoError(t, err)
+			require.NoError(t, db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("meta")).Put([]byte("format"), []byte(v)) }))
+			require.NoError(t, db.Close())
+		}
+		setFormat(tc.format)
+		ix, err = kv.OpenIndex(path, cdc.DefaultParams)
+		if tc.wantErr != "" {
+			require.ErrorIs(t, err, kv.ErrFormat, tc.format)
+			require.Contains(t, err.Error(), tc.wantErr)
+			continue
+		}
+		require.NoError(t, err, tc.format)
+		require.NoError(t, ix.Close())
+		db, err := bolt.Open(path, 0o600, nil)
+		require.NoError(t, err)
+		require.NoError(t, db.View(func(tx *bolt.Tx) error {
+			require.Equal(t, strconv.Itoa(kv.FormatVersion), string(tx.Bucket([]byte("meta")).Get([]byte("format"))))
+			return nil
+		}))
+		require.NoError(t, db.Close())
+	}
 }
 
 func TestChunkStoreReclaimGivesSpaceBack(t *testing.T) {

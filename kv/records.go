@@ -197,18 +197,64 @@ func (m *Manifest) UnmarshalBinary(b []byte) error {
 	return d.err
 }
 
-// ref is a chunk's entry in the refs bucket: how many manifests reference
-// it, and the size and level of its stored frame.
+// ref is a chunk's entry in the refs bucket: how many manifests (and
+// deltas) reference it, the size and level of its frame as served, and,
+// when it has them, its delta base and its sketch.
 type ref struct {
 	count uint64
 	comp  uint32
 	level uint8
+	// base is the chunk a delta of this one is compressed against. It is
+	// set, and counted as a reference of base, before the delta is
+	// written, so no stored delta ever outlives its base.
+	base    cdc.ID
+	hasBase bool
+	phys    uint32 // bytes of the stored delta, once level is DeltaLevel
+	// sketch makes the chunk a candidate base; only chunks stored as
+	// independent frames have one.
+	sketch    cdc.Sketch
+	hasSketch bool
+}
+
+// Flags of a ref's optional part.
+const (
+	refHasBase   = 1
+	refHasSketch = 2
+)
+
+// stored is how many bytes the chunk takes in the chunk store.
+func (r ref) stored() uint32 {
+	if r.level == cdc.DeltaLevel {
+		return r.phys
+	}
+	return r.comp
 }
 
 func (r ref) encode() []byte {
 	b := binary.AppendUvarint(make([]byte, 0, 16), r.count)
 	b = binary.AppendUvarint(b, uint64(r.comp))
-	return append(b, r.level)
+	b = append(b, r.level)
+	var flags byte
+	if r.hasBase {
+		flags |= refHasBase
+	}
+	if r.hasSketch {
+		flags |= refHasSketch
+	}
+	if flags == 0 {
+		return b
+	}
+	b = append(b, flags)
+	if r.hasBase {
+		b = append(b, r.base[:]...)
+		b = binary.AppendUvarint(b, uint64(r.phys))
+	}
+	if r.hasSketch {
+		for _, v := range r.sketch {
+			b = binary.LittleEndian.AppendUint64(b, v)
+		}
+	}
+	return b
 }
 
 func decodeRef(b []byte) (ref, error) {
@@ -216,6 +262,29 @@ func decodeRef(b []byte) (ref, error) {
 	r := ref{count: d.uvarint("ref count"), comp: uint32(d.uvarint("ref size"))}
 	if lv := d.raw(1, "ref level"); d.err == nil {
 		r.level = lv[0]
+	}
+	if d.err != nil || len(d.b) == 0 {
+		return r, d.err
+	}
+	flags := d.raw(1, "ref flags")[0]
+	if flags&^(refHasBase|refHasSketch) != 0 {
+		d.fail("ref flags")
+	}
+	if flags&refHasBase != 0 {
+		r.hasBase = true
+		r.base = d.hash("ref base")
+		r.phys = uint32(d.uvarint("ref delta size"))
+	}
+	if flags&refHasSketch != 0 {
+		r.hasSketch = true
+		for i := range r.sketch {
+			if v := d.raw(8, "ref sketch"); d.err == nil {
+				r.sketch[i] = binary.LittleEndian.Uint64(v)
+			}
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("ref trailing bytes")
 	}
 	return r, d.err
 }

@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/stretchr/testify/require"
 
 	"cairn/appliance/seed"
+	"cairn/internal/nixtest"
 )
 
 // driveFiles lists a drive's files, relative and slash-separated.
@@ -214,4 +216,35 @@ func TestExportRoots(t *testing.T) {
 			require.Equal(t, 3, rep.Paths)
 		})
 	}
+}
+
+// A chunk stored as a delta goes to the drive packed anew, not as the
+// stored-block frame a .nar.zst response carries: the drive stays small,
+// and every NAR file still decodes to its NAR.
+func TestExportPacksDeltas(t *testing.T) {
+	k := getKeys(t)
+	s := newStore(t, k.cairn)
+	old, next := nixtest.ReleasePair(t)
+	ctx := context.Background()
+	a := s.add(t, "tool-1.0", old.Bytes)
+	_, err := s.RecompressDue(ctx, time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	b := s.add(t, "tool-1.1", next.Bytes)
+	res, err := s.RecompressDue(ctx, time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	require.Positive(t, res.Deltas)
+
+	dir := drive(t)
+	exportLocal(t, s, dir, a, b)
+	for _, p := range []string{a, b} {
+		require.Equal(t, s.nars[p], decodeZstd(t, narFile(t, dir, p)), "the NAR file decodes to the NAR")
+	}
+	nar, err := s.OpenNAR(ctx, next.Hash)
+	require.NoError(t, err)
+	fi, err := os.Stat(narFile(t, dir, b))
+	require.NoError(t, err)
+	require.Less(t, fi.Size(), nar.CompressedSize()*2/3, "deltas packed, not sent as stored blocks")
+	r, err := seed.Verify(ctx, seed.VerifyConfig{Dir: dir})
+	require.NoError(t, err)
+	require.True(t, r.OK(), "%v", r.Problems)
 }

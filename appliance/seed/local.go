@@ -79,18 +79,33 @@ func (l *Local) NARSize(_ context.Context, narHash [32]byte) (int64, error) {
 	return int64(m.FileSize()), nil
 }
 
-// NAR reads a stored NAR's frames as they are.
+// NAR reads a stored NAR as a .nar.zst: its frames as they are, and its
+// chunks stored as deltas packed anew (see appliance.NAR.WritePacked), so
+// a drive is never larger than NARSize says.
 func (l *Local) NAR(ctx context.Context, narHash [32]byte) (io.ReadCloser, error) {
 	n, err := l.store.OpenNAR(ctx, narHash)
 	if err != nil {
 		return nil, err
 	}
-	r, err := n.CompressedReader(ctx, 0, n.CompressedSize())
-	if err != nil {
-		return nil, fmt.Errorf("nar %s: %w", appliance.FormatHash(narHash), err)
-	}
-	return io.NopCloser(r), nil
+	ctx, cancel := context.WithCancel(ctx)
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := n.WritePacked(ctx, pw)
+		if err != nil {
+			err = fmt.Errorf("nar %s: %w", appliance.FormatHash(narHash), err)
+		}
+		pw.CloseWithError(err)
+	}()
+	return readCloser{pr, func() error { cancel(); return pr.Close() }}, nil
 }
+
+// readCloser is a reader with its own Close.
+type readCloser struct {
+	io.Reader
+	close func() error
+}
+
+func (r readCloser) Close() error { return r.close() }
 
 // Listing returns a stored path's .ls listing.
 func (l *Local) Listing(ctx context.Context, hash string) ([]byte, error) {

@@ -42,7 +42,7 @@ type serveFlags struct {
 	maxSize, memoryLimit                                  byteSize
 	lowWatermark                                          float64
 	priority                                              int
-	prefetch, insecure                                    bool
+	prefetch, insecure, deltas                            bool
 	negativeTTL, shutdownGrace, closeWait, sendStall      time.Duration
 }
 
@@ -55,6 +55,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.keyFile, "signing-key-file", "", "cairn's Nix secret key file, generated when missing (default DATA/signing-key)")
 	fs.IntVar(&f.priority, "priority", 30, "Priority advertised in nix-cache-info (lower is preferred; cache.nixos.org is 40)")
 	fs.BoolVar(&f.prefetch, "prefetch", true, "start fetching a NAR when its narinfo is first served")
+	fs.BoolVar(&f.deltas, "deltas", true, "store a chunk as a delta against a similar stored chunk when that saves an eighth of its frame; false keeps every chunk an independent frame")
 	fs.BoolVar(&f.insecure, "insecure-no-signatures", false, "accept upstream paths without a valid trusted signature (dangerous)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.compression, "compression", "zstd", "what narinfos offer: zstd, or none for clients older than Nix 2.4")
@@ -127,7 +128,7 @@ func serve(args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	store, err := appliance.Open(ctx, appliance.Config{Dir: f.data, Logger: log, Running: f.ingestMemory()})
+	store, err := appliance.Open(ctx, appliance.Config{Dir: f.data, Logger: log, Running: f.ingestMemory(), NoDeltas: !f.deltas})
 	if err != nil {
 		if errors.Is(err, kv.ErrLocked) {
 			return fmt.Errorf("%w: is another cairn serving %s?", err, f.data)

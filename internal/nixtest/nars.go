@@ -1,7 +1,9 @@
 package nixtest
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -53,4 +55,28 @@ func SampleNARs(tb testing.TB) []NAR {
 		MakeNAR(tb, "gofmt-binary", filepath.Join(goroot, "bin", "gofmt")),
 		MakeNAR(tb, "symlink-root", link),
 	}
+}
+
+// ReleasePair returns two NARs of one package in two releases: the same
+// tree, with its binary relinked (a 4-byte word in every 64 changed, as
+// moved addresses change code) and a line of its text changed. Content-
+// defined chunking finds almost nothing in common; a delta, almost all.
+func ReleasePair(tb testing.TB) (old, next NAR) {
+	tb.Helper()
+	bin, err := os.ReadFile(filepath.Join(GoRoot(tb), "bin", "gofmt"))
+	require.NoError(tb, err)
+	text, err := os.ReadFile(filepath.Join(GoRoot(tb), "src", "net", "http", "server.go"))
+	require.NoError(tb, err)
+	relinked := bytes.Clone(bin)
+	for i := 4096; i+4 <= len(relinked); i += 64 {
+		binary.LittleEndian.PutUint32(relinked[i:], binary.LittleEndian.Uint32(relinked[i:])+0x40)
+	}
+	write := func(name string, bin, text []byte) NAR {
+		dir := filepath.Join(tb.TempDir(), name)
+		require.NoError(tb, os.MkdirAll(filepath.Join(dir, "bin"), 0o755))
+		require.NoError(tb, os.WriteFile(filepath.Join(dir, "bin", "tool"), bin, 0o755))
+		require.NoError(tb, os.WriteFile(filepath.Join(dir, "README"), text, 0o644))
+		return MakeNAR(tb, name, dir)
+	}
+	return write("tool-1.0", bin, text), write("tool-1.1", relinked, bytes.Replace(text, []byte("package http"), []byte("package http // 1.1"), 1))
 }
