@@ -217,6 +217,16 @@ func (s *Store) SweepOrphans(ctx context.Context) (int, error) {
 	if err == nil && len(ids) > 0 {
 		err = sweep()
 	}
+	if err == nil {
+		// Entries left dormant by a crash between deleting a chunk and
+		// forgetting it: deleting again is harmless, and forgetting them
+		// releases their delta bases.
+		var dormant []cdc.ID
+		if dormant, err = s.ix.Dormant(); err == nil && len(dormant) > 0 {
+			ids = dormant
+			err = sweep()
+		}
+	}
 	if err != nil {
 		return deleted, fmt.Errorf("sweep orphans: %w", err)
 	}

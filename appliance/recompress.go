@@ -188,7 +188,6 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem, enc *recompr
 	// deltas' bases are reserved first, and a delta whose base cannot be is
 	// stored plain instead.
 	flush := func() error {
-		var wrote []pendingDelta
 		if len(deltas) > 0 {
 			pairs := make([]kv.BaseRef, len(deltas))
 			for i, d := range deltas {
@@ -209,7 +208,6 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem, enc *recompr
 				if err := batch.Put(d.c.ID, d.value); err != nil {
 					return err
 				}
-				wrote = append(wrote, d)
 			}
 			deltas = deltas[:0]
 		}
@@ -220,25 +218,6 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem, enc *recompr
 			return err
 		}
 		batch = s.chunks.NewBatch()
-		// A chunk whose NAR was deleted and ingested again since its base
-		// was reserved has lost the reservation, and the ingest's frame
-		// may have landed before the delta: put the plain frame back over
-		// it. An ingest that marks the chunk after this check writes after
-		// the delta, which is durable already.
-		if over := s.overwritten(run, wrote); len(over) > 0 {
-			for _, d := range over {
-				if err := batch.Put(d.c.ID, d.packed); err != nil {
-					return err
-				}
-			}
-			if err := batch.Flush(); err != nil {
-				return err
-			}
-			if err := s.chunks.Sync(); err != nil {
-				return err
-			}
-			batch = s.chunks.NewBatch()
-		}
 		return nil
 	}
 	for _, c := range todo {
@@ -299,20 +278,6 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem, enc *recompr
 		return st, err
 	}
 	return st, s.finishRecompress(run, it.Key, updates)
-}
-
-// overwritten returns those of deltas whose chunk an ingest has marked for
-// writing since run began.
-func (s *Store) overwritten(run *recompressRun, deltas []pendingDelta) []pendingDelta {
-	s.pinMu.Lock()
-	defer s.pinMu.Unlock()
-	var out []pendingDelta
-	for _, d := range deltas {
-		if run.overwritten[d.c.ID] {
-			out = append(out, d)
-		}
-	}
-	return out
 }
 
 // pendingDelta is a chunk whose delta waits for its base's reservation.

@@ -452,5 +452,12 @@ func (s *Store) deleteUnreferenced(ids []cdc.ID) (int, error) {
 	if err := s.chunks.Delete(dead); err != nil {
 		return 0, err
 	}
-	return len(dead), nil
+	// Their index entries go now, and with them their holds on their
+	// delta bases: a base nothing else holds is deleted in turn.
+	bases, err := s.ix.Forget(dead)
+	if err != nil {
+		return len(dead), err
+	}
+	n, err := s.deleteUnreferenced(bases)
+	return len(dead) + n, err
 }

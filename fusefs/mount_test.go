@@ -126,7 +126,13 @@ func requireGofmtRuns(t *testing.T, dir string, paths []stored) {
 			gofmt = s
 		}
 	}
-	cmd := exec.Command(filepath.Join(dir, "store", gofmt.base))
+	// Through sh: this process serves the mount, and the thread that
+	// forks stays in vfork until the exec has read the binary. Were that
+	// binary on the mount, a garbage collection starting then would wait
+	// for that thread while the threads that serve the read wait for the
+	// collection: a deadlock (it hung this test once). sh execs it in a
+	// process of its own.
+	cmd := exec.Command("/bin/sh", "-c", `exec "$0"`, filepath.Join(dir, "store", gofmt.base))
 	cmd.Stdin = strings.NewReader("package   main\nfunc  main( ) {}\n")
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)

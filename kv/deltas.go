@@ -41,10 +41,11 @@ func sketchKey(slot int, v uint64, id cdc.ID) []byte {
 	return append(k, id[:]...)
 }
 
-// baseEligible reports whether a chunk may be a delta base: stored as an
-// independent, compressed frame, and not waiting for a delta of its own.
+// baseEligible reports whether a chunk may be a delta base: referenced,
+// stored as an independent, compressed frame, and not waiting for a delta
+// of its own.
 func baseEligible(r ref) bool {
-	return r.level != cdc.StoredLevel && r.level != cdc.DeltaLevel && r.level != cdc.IncompressibleLevel && !r.hasBase
+	return r.count > 0 && r.level != cdc.StoredLevel && r.level != cdc.DeltaLevel && r.level != cdc.IncompressibleLevel && !r.hasBase
 }
 
 // SimilarChunk returns the candidate base that shares the most
@@ -114,7 +115,7 @@ func (ix *Index) ReserveBases(pairs []BaseRef) ([]bool, error) {
 			if err != nil {
 				return fmt.Errorf("chunk %s: %w", p.ID, err)
 			}
-			if r.level != cdc.StoredLevel {
+			if r.count == 0 || r.level != cdc.StoredLevel {
 				continue
 			}
 			if r.hasBase {
@@ -193,9 +194,11 @@ func setSketch(tx *bolt.Tx, id cdc.ID, r *ref, sk cdc.Sketch) error {
 	return nil
 }
 
-// dropRef drops one reference to a chunk inside tx. When it was the last,
-// the entry goes, with its sketch keys and its reference to its base, and
-// the chunk (and a base nothing else references) is appended to freed.
+// dropRef drops one reference to a chunk inside tx. The last one leaves the
+// entry dormant (count 0) and appends the chunk to freed: the entry, and
+// its hold on its delta base, go only once the chunk's frame is deleted
+// (Forget), so a stored delta never outlives its base, whatever deletes,
+// ingests and crashes come between.
 func dropRef(tx *bolt.Tx, id cdc.ID, st *Stats, freed []cdc.ID) ([]cdc.ID, error) {
 	refs := tx.Bucket(bucketRefs)
 	v := refs.Get(id[:])
@@ -206,27 +209,82 @@ func dropRef(tx *bolt.Tx, id cdc.ID, st *Stats, freed []cdc.ID) ([]cdc.ID, error
 	if err != nil {
 		return freed, fmt.Errorf("chunk %s: %w", id, err)
 	}
-	if r.count > 1 {
-		r.count--
-		return freed, refs.Put(id[:], r.encode())
+	if r.count == 0 {
+		return freed, fmt.Errorf("chunk %s: reference missing (dormant)", id)
 	}
-	if err := refs.Delete(id[:]); err != nil {
-		return freed, err
+	if r.count--; r.count == 0 {
+		st.Chunks--
+		st.PhysicalBytes -= uint64(r.stored())
+		freed = append(freed, id)
 	}
-	st.Chunks--
-	st.PhysicalBytes -= uint64(r.stored())
-	freed = append(freed, id)
-	if r.hasSketch {
-		b := tx.Bucket(bucketSketch)
-		for slot, v := range r.sketch {
-			if err := b.Delete(sketchKey(slot, v, id)); err != nil {
-				return freed, err
+	return freed, refs.Put(id[:], r.encode())
+}
+
+// Forget removes the dormant entries of chunks whose frames are deleted,
+// with their sketch keys and their holds on their delta bases, in one
+// transaction. It returns the bases whose last reference that dropped,
+// for the caller to delete in turn. Entries referenced again meanwhile
+// are left as they are.
+func (ix *Index) Forget(ids []cdc.ID) ([]cdc.ID, error) {
+	var freed []cdc.ID
+	err := ix.update(func(tx *bolt.Tx, st *Stats) error {
+		refs, sketches := tx.Bucket(bucketRefs), tx.Bucket(bucketSketch)
+		for _, id := range ids {
+			v := refs.Get(id[:])
+			if v == nil {
+				continue
+			}
+			r, err := decodeRef(v)
+			if err != nil {
+				return fmt.Errorf("chunk %s: %w", id, err)
+			}
+			if r.count > 0 {
+				continue
+			}
+			if err := refs.Delete(id[:]); err != nil {
+				return err
+			}
+			if r.hasSketch {
+				for slot, v := range r.sketch {
+					if err := sketches.Delete(sketchKey(slot, v, id)); err != nil {
+						return err
+					}
+				}
+			}
+			if r.hasBase {
+				// A base never has a base of its own.
+				if freed, err = dropRef(tx, r.base, st, freed); err != nil {
+					return err
+				}
 			}
 		}
-	}
-	if r.hasBase {
-		// A base never has a base of its own: this recursion is one deep.
-		return dropRef(tx, r.base, st, freed)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("forget %d deleted chunks: %w", len(ids), err)
 	}
 	return freed, nil
+}
+
+// Dormant returns the chunks no manifest references whose entries remain:
+// their frames may still be stored, or a crash came between deleting them
+// and Forget.
+func (ix *Index) Dormant() ([]cdc.ID, error) {
+	var out []cdc.ID
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRefs).ForEach(func(k, v []byte) error {
+			r, err := decodeRef(v)
+			if err != nil {
+				return fmt.Errorf("chunk %x: %w", k, err)
+			}
+			if r.count == 0 {
+				out = append(out, cdc.ID(k))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dormant chunks: %w", err)
+	}
+	return out, nil
 }

@@ -96,20 +96,58 @@ func TestIndexDeltaBases(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, id(1), similar, "a delta is never a base")
 
-	// The base outlives the NAR it came with while a delta needs it...
+	// The base outlives the NAR it came with while a delta needs it.
 	freed, err := ix.DeleteNAR(a.NarHash)
 	require.NoError(t, err)
 	require.Equal(t, []cdc.ID{id(2)}, freed)
-	require.Equal(t, map[cdc.ID]uint64{id(1): 1, id(3): 1, id(4): 1}, counts())
-	// ...and goes with it.
+	require.Equal(t, map[cdc.ID]uint64{id(1): 1, id(2): 0, id(3): 1, id(4): 1}, counts(), "2 is dormant until its frame is deleted")
+	bases, err := ix.Forget([]cdc.ID{id(2), id(3)})
+	require.NoError(t, err)
+	require.Empty(t, bases)
+	require.Equal(t, map[cdc.ID]uint64{id(1): 1, id(3): 1, id(4): 1}, counts(), "forgetting skips what is referenced")
+
+	// The delta's last NAR goes: the delta is dormant and still holds its
+	// base, so an ingest that found it stored may commit it again...
 	freed, err = ix.DeleteNAR(b.NarHash)
 	require.NoError(t, err)
-	require.Equal(t, []cdc.ID{id(3), id(1), id(4)}, freed)
+	require.Equal(t, []cdc.ID{id(3), id(4)}, freed)
+	require.Equal(t, map[cdc.ID]uint64{id(1): 1, id(3): 0, id(4): 0}, counts())
+	ok3, err := ix.Unreferenced([]cdc.ID{id(1), id(3)})
+	require.NoError(t, err)
+	require.Equal(t, []cdc.ID{id(3)}, ok3)
+	_, _, found, err := ix.ChunkFrame(id(3))
+	require.NoError(t, err)
+	require.False(t, found, "a dormant chunk is written again, not found")
+	c := &kv.Manifest{NarHash: [32]byte{0xc}, NarSize: 90, Chunks: []cdc.ChunkRef{{ID: id(3), Raw: 90, Comp: 100, Level: cdc.DeltaLevel}}}
+	_, err = ix.CommitNAR(c, nil, nil)
+	require.NoError(t, err)
+	base, has, err = ix.ChunkBase(id(3))
+	require.NoError(t, err)
+	require.True(t, has)
+	require.Equal(t, id(1), base, "the revived delta keeps its base")
+	require.Equal(t, map[cdc.ID]uint64{id(1): 1, id(3): 1, id(4): 0}, counts())
+	st, err = ix.Stats()
+	require.NoError(t, err)
+	require.EqualValues(t, 40+10, st.PhysicalBytes)
+
+	// ...and once its frame is deleted, forgetting it releases the base.
+	freed, err = ix.DeleteNAR(c.NarHash)
+	require.NoError(t, err)
+	require.Equal(t, []cdc.ID{id(3)}, freed)
+	bases, err = ix.Forget([]cdc.ID{id(3), id(4)})
+	require.NoError(t, err)
+	require.Equal(t, []cdc.ID{id(1)}, bases)
+	dormant, err := ix.Dormant()
+	require.NoError(t, err)
+	require.Equal(t, []cdc.ID{id(1)}, dormant)
+	bases, err = ix.Forget(dormant)
+	require.NoError(t, err)
+	require.Empty(t, bases)
 	require.Empty(t, counts())
 	st, err = ix.Stats()
 	require.NoError(t, err)
 	require.Equal(t, kv.Stats{}, st)
-	_, found, err := ix.SimilarChunk(*s1, nil)
+	_, found, err = ix.SimilarChunk(*s1, nil)
 	require.NoError(t, err)
 	require.False(t, found, "sketch keys go with their chunk")
 }

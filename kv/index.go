@@ -280,14 +280,23 @@ func (ix *Index) NarInfo(storeHash string) (*NarInfo, error) {
 	return n, nil
 }
 
-// Unreferenced returns those of ids that no manifest references, looked up
-// in one read transaction.
+// Unreferenced returns those of ids that no manifest references (no entry,
+// or a dormant one), looked up in one read transaction.
 func (ix *Index) Unreferenced(ids []cdc.ID) ([]cdc.ID, error) {
 	var out []cdc.ID
 	err := ix.db.View(func(tx *bolt.Tx) error {
 		refs := tx.Bucket(bucketRefs)
 		for _, id := range ids {
-			if refs.Get(id[:]) == nil {
+			v := refs.Get(id[:])
+			if v == nil {
+				out = append(out, id)
+				continue
+			}
+			r, err := decodeRef(v)
+			if err != nil {
+				return fmt.Errorf("chunk %s: %w", id, err)
+			}
+			if r.count == 0 {
 				out = append(out, id)
 			}
 		}
@@ -442,9 +451,13 @@ func addRefs(refs *bolt.Bucket, chunks []cdc.ChunkRef, st *Stats) (bool, error) 
 			if r, err = decodeRef(v); err != nil {
 				return false, fmt.Errorf("chunk %s: %w", c.ID, err)
 			}
-		} else {
+		}
+		if r.count == 0 {
+			// New, or dormant: the frame is the one this ingest wrote or
+			// found; a dormant entry's delta base stays counted.
+			r.comp, r.level = c.Comp, c.Level
 			st.Chunks++
-			st.PhysicalBytes += uint64(c.Comp)
+			st.PhysicalBytes += uint64(r.stored())
 		}
 		r.count++
 		stored = stored || r.level == cdc.StoredLevel
@@ -666,7 +679,8 @@ func (ix *Index) Atime(storeHash string) (int64, error) {
 }
 
 // ChunkFrame returns the stored frame size and level of a referenced
-// chunk, and false when no manifest references it.
+// chunk, and false when no manifest references it: a dormant chunk's frame
+// may be deleted any moment, so an ingest writes it again.
 func (ix *Index) ChunkFrame(id cdc.ID) (comp uint32, level uint8, ok bool, err error) {
 	err = ix.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketRefs).Get(id[:])
@@ -674,7 +688,7 @@ func (ix *Index) ChunkFrame(id cdc.ID) (comp uint32, level uint8, ok bool, err e
 			return nil
 		}
 		r, err := decodeRef(v)
-		comp, level, ok = r.comp, r.level, err == nil
+		comp, level, ok = r.comp, r.level, err == nil && r.count > 0
 		return err
 	})
 	if err != nil {
@@ -756,7 +770,7 @@ func (ix *Index) recordFrames(key []byte, updates []FrameUpdate) error {
 			if err != nil {
 				return fmt.Errorf("chunk %s: %w", u.ID, err)
 			}
-			if r.level != cdc.StoredLevel || r.comp != u.From {
+			if r.count == 0 || r.level != cdc.StoredLevel || r.comp != u.From {
 				continue
 			}
 			before := r.stored()
