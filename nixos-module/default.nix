@@ -38,7 +38,7 @@ let
     ++ lib.optionals (cfg.keyName != null) [ "--key-name" cfg.keyName ]
     ++ lib.optionals (cfg.maxSize != null) [ "--max-size" cfg.maxSize ]
     ++ lib.optionals cfg.mount.enable [ "--mount" cfg.mount.path ]
-    ++ [ "--prefetch=${lib.boolToString cfg.prefetch}" "--log-level" cfg.logLevel ];
+    ++ [ "--prefetch=${lib.boolToString cfg.prefetch}" "--deltas=${lib.boolToString cfg.deltas}" "--log-level" cfg.logLevel ];
 
   execStart = lib.concatStringsSep " " (
     [ "${cfg.package}/bin/cairn" ]
@@ -197,6 +197,12 @@ in
       type = types.bool;
       default = true;
       description = "Start fetching a NAR in the background when its narinfo is requested.";
+    };
+
+    deltas = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Store a chunk as a delta against a similar chunk of another stored path when that saves an eighth of its frame; false keeps every chunk an independent frame.";
     };
 
     logLevel = mkOption {

@@ -228,6 +228,7 @@ func TestDefaults(t *testing.T) {
 		"--upstream", "https://cache.nixos.org?priority=40",
 		"--trusted-key", nixosKey,
 		"--prefetch=true",
+		"--deltas=true",
 		"--log-level", "info",
 	}, execArgv(t, ev.Service.ServiceConfig["ExecStart"].(string)))
 
@@ -282,6 +283,7 @@ func TestFullConfiguration(t *testing.T) {
 		"keyName":  "box-1",
 		"maxSize":  "200G",
 		"prefetch": false,
+		"deltas":   false,
 		"logLevel": "debug",
 		"upstreams": []any{
 			map[string]any{"url": "https://cache.nixos.org", "priority": 40, "publicKeys": []string{nixosKey}},
@@ -312,6 +314,7 @@ func TestFullConfiguration(t *testing.T) {
 		"--max-size", "200G",
 		"--mount", "/run/cairn/mnt",
 		"--prefetch=false",
+		"--deltas=false",
 		"--log-level", "debug",
 		"--signing-key-file", credsDir + "/signing-key",
 		"--tokens-file", credsDir + "/tokens",
