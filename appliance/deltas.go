@@ -143,13 +143,13 @@ func (s *Store) basePlain(ctx context.Context, id cdc.ID) ([]byte, error) {
 const deltaSaving = 8 // one eighth
 
 // deltaOf returns the stored delta of a chunk being recompressed, against
-// its reserved base or the most similar candidate, when that saves at
-// least 1/deltaSaving of plain bytes; nil otherwise. A candidate from the
-// chunk's own NAR (own) is passed over: the first copy of anything is
-// stored as independent frames, so reading or serving a NAR whose like
-// the store never held costs no delta decoding, and deltas are where the
-// savings are, in the later releases of a package.
-func (s *Store) deltaOf(ctx context.Context, c cdc.ChunkRef, raw []byte, sk cdc.Sketch, own map[cdc.ID]bool, enc *recompressor, plain int) ([]byte, error) {
+// its reserved base or the most similar candidate, or nil when there is
+// none. A candidate from the chunk's own NAR (own) is passed over: the
+// first copy of anything is stored as independent frames, so reading or
+// serving a NAR whose like the store never held costs no delta decoding,
+// and deltas are where the savings are, in the later releases of a
+// package.
+func (s *Store) deltaOf(ctx context.Context, c cdc.ChunkRef, raw []byte, sk cdc.Sketch, own map[cdc.ID]bool, enc *recompressor) ([]byte, error) {
 	baseID, ok, err := s.ix.ChunkBase(c.ID)
 	if err == nil && !ok {
 		baseID, ok, err = s.ix.SimilarChunk(sk, func(id cdc.ID) bool { return own[id] })
@@ -168,9 +168,6 @@ func (s *Store) deltaOf(ctx context.Context, c cdc.ChunkRef, raw []byte, sk cdc.
 		return nil, err
 	}
 	v := cdc.AppendDelta(nil, baseID, frame)
-	if len(v)+plain/deltaSaving >= plain {
-		return nil, nil
-	}
 	// Check the delta decodes before it replaces the only copy; one that
 	// does not is a bug to report, and the chunk stays whole.
 	got, err := s.codec.DecompressDelta(nil, frame, base, len(raw))

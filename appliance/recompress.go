@@ -199,6 +199,16 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem, enc *recompr
 			}
 			for i, d := range deltas {
 				if !ok[i] {
+					// Rare: the base went meanwhile. Store the chunk whole.
+					if d.packed == nil {
+						_, raw, err := s.plain(ctx, d.c)
+						if err != nil {
+							return err
+						}
+						if d.packed, err = enc.compress(raw); err != nil {
+							return err
+						}
+					}
 					if err := plain(d.c, d.packed, &d.sketch); err != nil {
 						return err
 					}
@@ -237,21 +247,30 @@ func (s *Store) recompressNAR(ctx context.Context, it kv.QueueItem, enc *recompr
 			record(c, len(frame), uint8(s.cfg.Level), nil)
 			continue
 		}
-		packed, err := enc.compress(raw)
-		if err != nil {
-			return st, err
-		}
 		sk := cdc.SketchOf(raw)
 		var delta []byte
 		if !s.cfg.NoDeltas {
-			if delta, err = s.deltaOf(ctx, c, raw, sk, seen, enc, len(packed)); err != nil {
+			if delta, err = s.deltaOf(ctx, c, raw, sk, seen, enc); err != nil {
 				return st, err
+			}
+		}
+		// A delta of at most an eighth of the chunk is kept without making
+		// the plain frame too: one so small that the plain frame could beat
+		// it by an eighth would take a chunk that packs more than 9 to 1.
+		// That halves the compression work of a later release.
+		var packed []byte
+		if delta == nil || len(delta) > len(raw)/deltaSaving {
+			if packed, err = enc.compress(raw); err != nil {
+				return st, err
+			}
+			if delta != nil && len(delta)+len(packed)/deltaSaving >= len(packed) {
+				delta = nil
 			}
 		}
 		if delta != nil {
 			base, _, _ := cdc.ParseDelta(delta)
 			deltas = append(deltas, pendingDelta{c: c, base: base, value: delta, packed: packed, sketch: sk})
-			written += len(packed) // what it may yet take
+			written += max(len(packed), len(delta)) // what it may yet take
 		} else {
 			if err := plain(c, packed, &sk); err != nil {
 				return st, err
@@ -285,7 +304,7 @@ type pendingDelta struct {
 	c      cdc.ChunkRef
 	base   cdc.ID
 	value  []byte // the stored delta
-	packed []byte // its independent frame, should the base not be reserved
+	packed []byte // its independent frame, if made, should the base not be reserved
 	sketch cdc.Sketch
 }
 

@@ -1190,3 +1190,34 @@ func TestSweepForgetsDormantChunks(t *testing.T) {
 	require.Zero(t, st.Chunks)
 	require.Zero(t, st.PhysicalBytes)
 }
+
+// A delta whose base is deleted before the run reserves it is stored whole
+// instead, its plain frame made then if it was not made before.
+func TestRecompressStoresWholeWhenTheBaseGoes(t *testing.T) {
+	old, next := nixtest.ReleasePair(t)
+	bg := context.Background()
+	s := openStore(t, t.TempDir(), func(c *appliance.Config) { c.RecompressDelay = time.Hour })
+	defer s.Close()
+	for _, n := range []nixtest.NAR{old, next} {
+		_, err := s.Ingest(bg, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), "none")
+		require.NoError(t, err)
+		if n.Name == old.Name {
+			_, err = s.RecompressDue(bg, time.Now().Add(2*time.Hour))
+			require.NoError(t, err)
+		}
+	}
+	calls := 0
+	ctx := &hookCtx{Context: bg,
+		cond: func() bool { calls++; return calls == 4 }, // three chunks in, none reserved yet
+		hook: func() {
+			_, err := s.DeleteNAR(bg, old.Hash)
+			require.NoError(t, err)
+		}}
+	res, err := s.RecompressDue(ctx, time.Now().Add(2*time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, 4, min(calls, 4), "the hook ran")
+	require.Zero(t, res.Deltas)
+	require.Positive(t, res.Chunks)
+	require.Equal(t, next.Bytes, readAll(t, s, next.Hash))
+	checkConsistent(t, s)
+}

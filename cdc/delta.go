@@ -76,8 +76,9 @@ func (c *Codec) DecompressDelta(dst, frame, base []byte, rawSize int) ([]byte, e
 }
 
 // CompressDelta returns a zstd frame of raw compressed with base as a
-// raw-content prefix, at the Encoder's level, with content size and
-// checksum. Only DecompressDelta with the same base decodes it.
+// raw-content prefix, with content size and checksum: at libzstd level 12
+// where the Encoder packs with libzstd, else at the Encoder's level. Only
+// DecompressDelta with the same base decodes it.
 func (e *Encoder) CompressDelta(dst, raw, base []byte) ([]byte, error) {
 	if e.pack != nil {
 		return e.pack.packDelta(dst, raw, base)
