@@ -1082,14 +1082,14 @@ func TestRecompressStoresDeltas(t *testing.T) {
 	require.Less(t, physical[false], physical[true]*2/3)
 }
 
-// A run that died after reserving bases, with some deltas written and none
-// recorded, is finished by the next: no reservation is counted twice, and
-// every chunk reads back.
-func TestRecompressAfterCrashWithReservedBases(t *testing.T) {
-	old, next := nixtest.ReleasePair(t)
+// releaseStore opens a store in dir holding both NARs of
+// nixtest.ReleasePair: the old one recompressed, so that its chunks are
+// candidate delta bases, and the next one as ingested.
+func releaseStore(t *testing.T, dir string) (s *appliance.Store, old, next nixtest.NAR) {
+	t.Helper()
+	old, next = nixtest.ReleasePair(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	s := openStore(t, dir, func(c *appliance.Config) { c.RecompressDelay = time.Hour })
+	s = openStore(t, dir, func(c *appliance.Config) { c.RecompressDelay = time.Hour })
 	for _, n := range []nixtest.NAR{old, next} {
 		_, err := s.Ingest(ctx, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), "none")
 		require.NoError(t, err)
@@ -1098,6 +1098,16 @@ func TestRecompressAfterCrashWithReservedBases(t *testing.T) {
 			require.NoError(t, err)
 		}
 	}
+	return s, old, next
+}
+
+// A run that died after reserving bases, with some deltas written and none
+// recorded, is finished by the next: no reservation is counted twice, and
+// every chunk reads back.
+func TestRecompressAfterCrashWithReservedBases(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, old, next := releaseStore(t, dir)
 	nar, err := s.OpenNAR(ctx, next.Hash)
 	require.NoError(t, err)
 	enc, err := s.Codec().NewEncoder(appliance.DefaultLevel)
@@ -1155,16 +1165,12 @@ func TestRecompressAfterCrashWithReservedBases(t *testing.T) {
 // leaves the entries dormant, holding their delta bases; the orphan sweep
 // finishes the job, bases included.
 func TestSweepForgetsDormantChunks(t *testing.T) {
-	old, next := nixtest.ReleasePair(t)
 	ctx := context.Background()
-	s := openStore(t, t.TempDir(), func(c *appliance.Config) { c.RecompressDelay = time.Hour })
+	s, old, next := releaseStore(t, t.TempDir())
 	defer s.Close()
-	for _, n := range []nixtest.NAR{old, next} {
-		_, err := s.Ingest(ctx, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), "none")
-		require.NoError(t, err)
-		_, err = s.RecompressDue(ctx, time.Now().Add(2*time.Hour))
-		require.NoError(t, err)
-	}
+	res, err := s.RecompressDue(ctx, time.Now().Add(2*time.Hour))
+	require.NoError(t, err)
+	require.Positive(t, res.Deltas)
 	var freed []cdc.ID
 	for _, n := range []nixtest.NAR{next, old} {
 		ids, err := s.Index().DeleteNAR(n.Hash)
@@ -1194,18 +1200,9 @@ func TestSweepForgetsDormantChunks(t *testing.T) {
 // A delta whose base is deleted before the run reserves it is stored whole
 // instead, its plain frame made then if it was not made before.
 func TestRecompressStoresWholeWhenTheBaseGoes(t *testing.T) {
-	old, next := nixtest.ReleasePair(t)
 	bg := context.Background()
-	s := openStore(t, t.TempDir(), func(c *appliance.Config) { c.RecompressDelay = time.Hour })
+	s, old, next := releaseStore(t, t.TempDir())
 	defer s.Close()
-	for _, n := range []nixtest.NAR{old, next} {
-		_, err := s.Ingest(bg, appliance.Want{Info: info(n)}, bytes.NewReader(n.Bytes), "none")
-		require.NoError(t, err)
-		if n.Name == old.Name {
-			_, err = s.RecompressDue(bg, time.Now().Add(2*time.Hour))
-			require.NoError(t, err)
-		}
-	}
 	calls := 0
 	ctx := &hookCtx{Context: bg,
 		cond: func() bool { calls++; return calls == 4 }, // three chunks in, none reserved yet
