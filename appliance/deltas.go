@@ -46,12 +46,16 @@ func (f frameSource) Frames(ctx context.Context, ids []cdc.ID, dst []byte, ends 
 		}
 		return dst[from:ends[first+i]]
 	}
+	isDelta := func(i int) bool { _, _, ok := cdc.ParseDelta(value(i)); return ok }
+	if !anyIndex(len(ids), isDelta) {
+		return dst, ends, nil // the common case: nothing to rebuild, nothing allocated
+	}
 	rebuilt := make([][]byte, len(ids))
 	errs := make([]error, len(ids))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	for i, id := range ids {
-		if _, _, ok := cdc.ParseDelta(value(i)); !ok {
+		if !isDelta(i) {
 			continue
 		}
 		v := bytes.Clone(value(i))
@@ -67,13 +71,6 @@ func (f frameSource) Frames(ctx context.Context, ids []cdc.ID, dst []byte, ends 
 	if err := errors.Join(errs...); err != nil {
 		return dst[:start], ends[:first], err
 	}
-	deltas := false
-	for _, b := range rebuilt {
-		deltas = deltas || b != nil
-	}
-	if !deltas {
-		return dst, ends, nil
-	}
 	values, vends := bytes.Clone(dst[start:]), slices.Clone(ends[first:])
 	dst, ends = dst[:start], ends[:first]
 	from := 0
@@ -87,6 +84,16 @@ func (f frameSource) Frames(ctx context.Context, ids []cdc.ID, dst []byte, ends 
 		from = vends[i] - start
 	}
 	return dst, ends, nil
+}
+
+// anyIndex reports whether f holds for any of 0..n-1.
+func anyIndex(n int, f func(int) bool) bool {
+	for i := range n {
+		if f(i) {
+			return true
+		}
+	}
+	return false
 }
 
 // LocateFrames finds frames to send straight from the value-log files. A
