@@ -41,6 +41,19 @@ func sketchKey(slot int, v uint64, id cdc.ID) []byte {
 	return append(k, id[:]...)
 }
 
+// getRef returns a chunk's reference entry, and false when it has none.
+func getRef(refs *bolt.Bucket, id cdc.ID) (ref, bool, error) {
+	v := refs.Get(id[:])
+	if v == nil {
+		return ref{}, false, nil
+	}
+	r, err := decodeRef(v)
+	if err != nil {
+		return r, false, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	return r, true, nil
+}
+
 // baseEligible reports whether a chunk may be a delta base: referenced,
 // stored as an independent, compressed frame, and not waiting for a delta
 // of its own.
@@ -79,11 +92,7 @@ func (ix *Index) SimilarChunk(sk cdc.Sketch, skip func(cdc.ID) bool) (cdc.ID, bo
 			if votes[id] <= bestVotes {
 				continue
 			}
-			v := refs.Get(id[:])
-			if v == nil {
-				continue
-			}
-			if r, err := decodeRef(v); err != nil || !baseEligible(r) {
+			if r, ok, err := getRef(refs, id); err != nil || !ok || !baseEligible(r) {
 				continue
 			}
 			best, bestVotes, found = id, votes[id], true
@@ -107,30 +116,22 @@ func (ix *Index) ReserveBases(pairs []BaseRef) ([]bool, error) {
 	err := ix.update(func(tx *bolt.Tx, _ *Stats) error {
 		refs := tx.Bucket(bucketRefs)
 		for i, p := range pairs {
-			v := refs.Get(p.ID[:])
-			if v == nil || p.ID == p.Base {
-				continue
-			}
-			r, err := decodeRef(v)
+			r, found, err := getRef(refs, p.ID)
 			if err != nil {
-				return fmt.Errorf("chunk %s: %w", p.ID, err)
+				return err
 			}
-			if r.count == 0 || r.level != cdc.StoredLevel {
+			if !found || p.ID == p.Base || r.count == 0 || r.level != cdc.StoredLevel {
 				continue
 			}
 			if r.hasBase {
 				ok[i] = r.base == p.Base
 				continue
 			}
-			bv := refs.Get(p.Base[:])
-			if bv == nil {
-				continue
-			}
-			b, err := decodeRef(bv)
+			b, bok, err := getRef(refs, p.Base)
 			if err != nil {
-				return fmt.Errorf("chunk %s: %w", p.Base, err)
+				return err
 			}
-			if !baseEligible(b) {
+			if !bok || !baseEligible(b) {
 				continue
 			}
 			b.count++
@@ -155,16 +156,12 @@ func (ix *Index) ReserveBases(pairs []BaseRef) ([]bool, error) {
 func (ix *Index) ChunkBase(id cdc.ID) (cdc.ID, bool, error) {
 	var r ref
 	err := ix.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketRefs).Get(id[:])
-		if v == nil {
-			return nil
-		}
 		var err error
-		r, err = decodeRef(v)
+		r, _, err = getRef(tx.Bucket(bucketRefs), id)
 		return err
 	})
 	if err != nil {
-		return cdc.ID{}, false, fmt.Errorf("chunk %s: %w", id, err)
+		return cdc.ID{}, false, err
 	}
 	return r.base, r.hasBase, nil
 }
@@ -201,15 +198,13 @@ func setSketch(tx *bolt.Tx, id cdc.ID, r *ref, sk cdc.Sketch) error {
 // ingests and crashes come between.
 func dropRef(tx *bolt.Tx, id cdc.ID, st *Stats, freed []cdc.ID) ([]cdc.ID, error) {
 	refs := tx.Bucket(bucketRefs)
-	v := refs.Get(id[:])
-	if v == nil {
+	r, ok, err := getRef(refs, id)
+	switch {
+	case err != nil:
+		return freed, err
+	case !ok:
 		return freed, fmt.Errorf("chunk %s: reference missing", id)
-	}
-	r, err := decodeRef(v)
-	if err != nil {
-		return freed, fmt.Errorf("chunk %s: %w", id, err)
-	}
-	if r.count == 0 {
+	case r.count == 0:
 		return freed, fmt.Errorf("chunk %s: reference missing (dormant)", id)
 	}
 	if r.count--; r.count == 0 {
@@ -230,15 +225,11 @@ func (ix *Index) Forget(ids []cdc.ID) ([]cdc.ID, error) {
 	err := ix.update(func(tx *bolt.Tx, st *Stats) error {
 		refs, sketches := tx.Bucket(bucketRefs), tx.Bucket(bucketSketch)
 		for _, id := range ids {
-			v := refs.Get(id[:])
-			if v == nil {
-				continue
-			}
-			r, err := decodeRef(v)
+			r, ok, err := getRef(refs, id)
 			if err != nil {
-				return fmt.Errorf("chunk %s: %w", id, err)
+				return err
 			}
-			if r.count > 0 {
+			if !ok || r.count > 0 {
 				continue
 			}
 			if err := refs.Delete(id[:]); err != nil {

@@ -241,13 +241,12 @@ func (ix *Index) Manifest(narHash [32]byte) (*Manifest, error) {
 // fillFrames sets each chunk's frame size and level from its ref entry.
 func fillFrames(refs *bolt.Bucket, chunks []cdc.ChunkRef) error {
 	for i := range chunks {
-		v := refs.Get(chunks[i].ID[:])
-		if v == nil {
-			return fmt.Errorf("chunk %s: reference missing", chunks[i].ID)
-		}
-		r, err := decodeRef(v)
+		r, ok, err := getRef(refs, chunks[i].ID)
 		if err != nil {
-			return fmt.Errorf("chunk %s: %w", chunks[i].ID, err)
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("chunk %s: reference missing", chunks[i].ID)
 		}
 		chunks[i].Comp, chunks[i].Level = r.comp, r.level
 	}
@@ -287,16 +286,11 @@ func (ix *Index) Unreferenced(ids []cdc.ID) ([]cdc.ID, error) {
 	err := ix.db.View(func(tx *bolt.Tx) error {
 		refs := tx.Bucket(bucketRefs)
 		for _, id := range ids {
-			v := refs.Get(id[:])
-			if v == nil {
-				out = append(out, id)
-				continue
-			}
-			r, err := decodeRef(v)
+			r, _, err := getRef(refs, id)
 			if err != nil {
-				return fmt.Errorf("chunk %s: %w", id, err)
+				return err
 			}
-			if r.count == 0 {
+			if r.count == 0 { // no entry, or a dormant one
 				out = append(out, id)
 			}
 		}
@@ -445,12 +439,9 @@ func addRefs(refs *bolt.Bucket, chunks []cdc.ChunkRef, st *Stats) (bool, error) 
 			continue
 		}
 		seen[c.ID] = struct{}{}
-		r := ref{comp: c.Comp, level: c.Level}
-		if v := refs.Get(c.ID[:]); v != nil {
-			var err error
-			if r, err = decodeRef(v); err != nil {
-				return false, fmt.Errorf("chunk %s: %w", c.ID, err)
-			}
+		r, _, err := getRef(refs, c.ID)
+		if err != nil {
+			return false, err
 		}
 		if r.count == 0 {
 			// New, or dormant: the frame is the one this ingest wrote or
@@ -683,16 +674,12 @@ func (ix *Index) Atime(storeHash string) (int64, error) {
 // may be deleted any moment, so an ingest writes it again.
 func (ix *Index) ChunkFrame(id cdc.ID) (comp uint32, level uint8, ok bool, err error) {
 	err = ix.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketRefs).Get(id[:])
-		if v == nil {
-			return nil
-		}
-		r, err := decodeRef(v)
+		r, _, err := getRef(tx.Bucket(bucketRefs), id)
 		comp, level, ok = r.comp, r.level, err == nil && r.count > 0
 		return err
 	})
 	if err != nil {
-		return 0, 0, false, fmt.Errorf("chunk %s: %w", id, err)
+		return 0, 0, false, err
 	}
 	return comp, level, ok, nil
 }
@@ -762,15 +749,11 @@ func (ix *Index) recordFrames(key []byte, updates []FrameUpdate) error {
 	err := ix.update(func(tx *bolt.Tx, st *Stats) error {
 		refs := tx.Bucket(bucketRefs)
 		for _, u := range updates {
-			v := refs.Get(u.ID[:])
-			if v == nil {
-				continue
-			}
-			r, err := decodeRef(v)
+			r, ok, err := getRef(refs, u.ID)
 			if err != nil {
-				return fmt.Errorf("chunk %s: %w", u.ID, err)
+				return err
 			}
-			if r.count == 0 || r.level != cdc.StoredLevel || r.comp != u.From {
+			if !ok || r.count == 0 || r.level != cdc.StoredLevel || r.comp != u.From {
 				continue
 			}
 			before := r.stored()
